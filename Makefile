@@ -1,0 +1,67 @@
+# Two commands are all the set-up a user needs:
+#   make test   -- create .venv if needed, install, run unit tests and nbval over every chapter
+#   make book   -- create .venv if needed, install, execute the chapters, build _build/html
+
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CHAPTERS := $(sort $(wildcard chapters/*.md))
+NOTEBOOKS := $(CHAPTERS:.md=.ipynb)
+
+# A Python >= 3.12 (PyMC 6 needs it). pyenv honours .python-version; otherwise try the
+# usual names. Never fall back silently to an older interpreter.
+PYTHON ?= $(shell for c in python3.14 python3.13 python3.12 python3; do \
+	if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+	echo $$c; break; fi; done)
+
+.PHONY: test book notebooks bench clean check-python check-graphviz
+
+check-python:
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "error: this project needs Python >= 3.12 and none was found on PATH."; \
+	  echo "  with pyenv:   pyenv install 3.12 && pyenv local 3.12"; \
+	  echo "  on Debian/Ubuntu: apt-get install python3.12 python3.12-venv"; \
+	  echo "  or pass one explicitly: make test PYTHON=/path/to/python3.12"; \
+	  exit 1; fi
+
+check-graphviz:
+	@if ! command -v dot >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing graphviz (needed for model graphs)"; \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
+	  else \
+	    echo "error: Graphviz's 'dot' is needed to draw model graphs. Install it with:"; \
+	    echo "  sudo apt-get install -y graphviz      (Debian/Ubuntu)"; \
+	    echo "  brew install graphviz                 (macOS)"; \
+	    exit 1; \
+	  fi; fi
+
+$(STAMP): requirements.txt pyproject.toml | check-python
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 12))' || \
+	  { echo "error: $(VENV) uses Python < 3.12; remove it (rm -rf $(VENV)) and rerun"; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+test: $(STAMP) check-graphviz
+	$(BIN)/python -m pytest tests $(NOTEBOOKS) --nbval --nbval-current-env \
+	  --nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 600
+
+# Re-execute every chapter from its MyST source and refresh the paired .ipynb with outputs.
+notebooks: $(STAMP) check-graphviz
+	@for md in $(CHAPTERS); do echo "executing $$md"; \
+	  $(BIN)/jupytext --sync --execute "$$md" || exit 1; done
+
+book: $(STAMP) check-graphviz
+	$(BIN)/jupyter-book build . -W --keep-going
+	@echo "open _build/html/index.html"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/simulate.py
+	$(BIN)/python benchmarks/inference.py
+
+clean:
+	rm -rf _build .pytest_cache

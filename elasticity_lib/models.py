@@ -1,0 +1,244 @@
+"""The book's models of log quantity on log price, as PyMC models.
+
+Every model has the form ``log q ~ Normal(alpha[g] + beta[g] * log p, sigma)`` where ``g``
+is a row's region (or store). They differ in how the group intercepts ``alpha`` and
+elasticities ``beta`` are tied together:
+
+``baseline``
+    No pooling: each region has its own ``alpha, beta ~ Normal(0, 1.5)``.
+``multilevel``
+    Partial pooling: region effects scatter around straight lines in median income,
+    ``alpha_j = a0 + a1 income_j + sigma_a z_a``, ``beta_j = b0 + b1 income_j + sigma_b z_b``.
+``correlated``
+    As ``multilevel``, but the region deviations of intercept and slope are jointly
+    Normal with an LKJ(2) prior on their correlation.
+``store_multilevel``
+    Three levels: stores scatter around their region, regions around the income lines.
+
+Each model can be written with three likelihoods that define the same posterior:
+
+``"rows"``
+    One Normal term per row: the textbook form, used for prior and posterior predictive
+    checks and as the reference in tests.
+``"sufficient"``
+    The same likelihood evaluated on per-group statistics (count, means, centred sums):
+    its cost does not depend on the number of rows.
+``"marginal"``
+    The lowest-level Gaussian group effects are integrated out analytically, which
+    removes the funnel between the group effects and their scale. The effects are drawn
+    afterwards from their exact conditional posterior (:func:`elasticity_lib.inference.fit`
+    does this).
+
+Income is centred inside the models at the mean region income ``c``: the sampler works
+with ``a0_centred = a0 + a1 c`` (and ``b0_centred``), whose posterior is nearly
+uncorrelated with the slope, while the priors of the book stay exactly as stated on the
+original scale (``a0 = a0_centred - a1 c ~ Normal(0, 0.5)`` independently of ``a1``).
+``a0`` and ``b0`` are reported on the original scale as deterministics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from .likelihoods import marginal_group_loglik, normal_group_loglik
+from .prepare import GroupStats, ModelData
+
+__all__ = ["MODEL_KINDS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec", "build_model", "model_spec", "PRIORS"]
+
+ModelKind = Literal["baseline", "multilevel", "correlated", "store_multilevel"]
+Likelihood = Literal["rows", "sufficient", "marginal"]
+
+MODEL_KINDS: tuple[str, ...] = ("baseline", "multilevel", "correlated", "store_multilevel")
+LIKELIHOODS: tuple[str, ...] = ("rows", "sufficient", "marginal")
+
+#: The fast form each model uses by default (chosen by ``benchmarks/inference.py``).
+DEFAULT_LIKELIHOOD: dict[str, str] = {
+    "baseline": "sufficient",
+    "multilevel": "marginal",
+    "correlated": "marginal",
+    "store_multilevel": "marginal",
+}
+
+#: Prior hyperparameters of the book (SPEC §4), shared by all models that use them.
+PRIORS = {
+    "baseline_sd": 1.5,
+    "a0_sd": 0.5,
+    "b0_sd": 0.5,
+    "a1_sd": 0.3,
+    "b1_sd": 0.3,
+    "region_sd_rate": 20.0,
+    "correlated_region_sd": 0.1,
+    "lkj_eta": 2.0,
+    "store_sd_rate": 10.0,
+    "sigma_rate": 2.0,
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a built model is: its kind, likelihood form and data (kept for post-processing)."""
+
+    kind: str
+    likelihood: str
+    data: ModelData
+
+
+def model_spec(model: pm.Model) -> ModelSpec:
+    """The :class:`ModelSpec` of a model made by :func:`build_model`."""
+    spec = getattr(model, "elasticity_spec", None)
+    if spec is None:
+        raise ValueError("this model was not made by elasticity_lib.build_model")
+    return spec
+
+
+def _as_tensor_stats(stats: GroupStats) -> GroupStats:
+    return GroupStats(*(pt.as_tensor_variable(np.asarray(getattr(stats, f), dtype=float))
+                        for f in ("n", "mx", "my", "cxx", "cxy", "cyy")))
+
+
+def _income_lines(data: ModelData, dims: str = "region"):
+    """Population intercept and slope lines in centred income; book parameters as deterministics."""
+    c = data.income_center
+    a1 = pm.Normal("a1", 0.0, PRIORS["a1_sd"])
+    b1 = pm.Normal("b1", 0.0, PRIORS["b1_sd"])
+    a0_centred = pm.Normal("a0_centred", mu=c * a1, sigma=PRIORS["a0_sd"])
+    b0_centred = pm.Normal("b0_centred", mu=c * b1, sigma=PRIORS["b0_sd"])
+    pm.Deterministic("a0", a0_centred - c * a1)
+    pm.Deterministic("b0", b0_centred - c * b1)
+    income_c = pm.Data("income_centred", data.income - c, dims=dims)
+    m_alpha = pm.Deterministic("alpha_mean", a0_centred + a1 * income_c, dims=dims)
+    m_beta = pm.Deterministic("beta_mean", b0_centred + b1 * income_c, dims=dims)
+    return m_alpha, m_beta
+
+
+def _row_likelihood(data: ModelData, alpha, beta, sigma, group_idx: np.ndarray) -> None:
+    log_price = pm.Data("log_price", data.log_price, dims="obs")
+    idx = pm.Data("group_idx", group_idx, dims="obs")
+    pm.Normal("log_quantity", mu=alpha[idx] + beta[idx] * log_price, sigma=sigma,
+              observed=data.log_quantity, dims="obs")
+
+
+def _sufficient_likelihood(stats: GroupStats, alpha, beta, sigma) -> None:
+    pm.Potential("loglik", normal_group_loglik(pt, _as_tensor_stats(stats), alpha, beta, sigma).sum())
+
+
+def _baseline(data: ModelData, likelihood: str) -> None:
+    alpha = pm.Normal("alpha", 0.0, PRIORS["baseline_sd"], dims="region")
+    beta = pm.Normal("beta", 0.0, PRIORS["baseline_sd"], dims="region")
+    sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
+    if likelihood == "rows":
+        _row_likelihood(data, alpha, beta, sigma, data.region_idx)
+    elif likelihood == "sufficient":
+        _sufficient_likelihood(data.region_stats, alpha, beta, sigma)
+    else:
+        raise ValueError("the baseline model has no group-level prior to marginalise: use 'rows' or 'sufficient'")
+
+
+def _multilevel(data: ModelData, likelihood: str) -> None:
+    m_alpha, m_beta = _income_lines(data)
+    sigma_a = pm.Exponential("sigma_a", PRIORS["region_sd_rate"])
+    sigma_b = pm.Exponential("sigma_b", PRIORS["region_sd_rate"])
+    sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
+    if likelihood == "marginal":
+        stats = _as_tensor_stats(data.region_stats)
+        pm.Potential("loglik", marginal_group_loglik(pt, stats, m_alpha, m_beta, sigma_a**2, 0.0, sigma_b**2, sigma).sum())
+        return
+    z_a = pm.Normal("z_a", 0.0, 1.0, dims="region")
+    z_b = pm.Normal("z_b", 0.0, 1.0, dims="region")
+    alpha = pm.Deterministic("alpha", m_alpha + sigma_a * z_a, dims="region")
+    beta = pm.Deterministic("beta", m_beta + sigma_b * z_b, dims="region")
+    if likelihood == "rows":
+        _row_likelihood(data, alpha, beta, sigma, data.region_idx)
+    else:
+        _sufficient_likelihood(data.region_stats, alpha, beta, sigma)
+
+
+def _correlated(data: ModelData, likelihood: str) -> None:
+    m_alpha, m_beta = _income_lines(data)
+    chol, corr, stds = pm.LKJCholeskyCov(
+        "chol_region", n=2, eta=PRIORS["lkj_eta"],
+        sd_dist=pm.HalfNormal.dist(PRIORS["correlated_region_sd"], shape=2), compute_corr=True,
+    )
+    pm.Deterministic("sigma_a", stds[0])
+    pm.Deterministic("sigma_b", stds[1])
+    pm.Deterministic("rho", corr[0, 1])
+    sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
+    if likelihood == "marginal":
+        cov = chol @ chol.T
+        stats = _as_tensor_stats(data.region_stats)
+        pm.Potential("loglik", marginal_group_loglik(pt, stats, m_alpha, m_beta, cov[0, 0], cov[0, 1], cov[1, 1], sigma).sum())
+        return
+    z = pm.Normal("z", 0.0, 1.0, dims=("region", "effect"))
+    dev = z @ chol.T
+    alpha = pm.Deterministic("alpha", m_alpha + dev[:, 0], dims="region")
+    beta = pm.Deterministic("beta", m_beta + dev[:, 1], dims="region")
+    if likelihood == "rows":
+        _row_likelihood(data, alpha, beta, sigma, data.region_idx)
+    else:
+        _sufficient_likelihood(data.region_stats, alpha, beta, sigma)
+
+
+def _store_multilevel(data: ModelData, likelihood: str) -> None:
+    m_alpha, m_beta = _income_lines(data)
+    sigma_a = pm.Exponential("sigma_a", PRIORS["region_sd_rate"])
+    sigma_b = pm.Exponential("sigma_b", PRIORS["region_sd_rate"])
+    z_a = pm.Normal("z_a", 0.0, 1.0, dims="region")
+    z_b = pm.Normal("z_b", 0.0, 1.0, dims="region")
+    alpha = pm.Deterministic("alpha", m_alpha + sigma_a * z_a, dims="region")
+    beta = pm.Deterministic("beta", m_beta + sigma_b * z_b, dims="region")
+    sigma_store_a = pm.Exponential("sigma_store_a", PRIORS["store_sd_rate"])
+    sigma_store_b = pm.Exponential("sigma_store_b", PRIORS["store_sd_rate"])
+    sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
+    region_of_store = data.store_region_idx
+    if likelihood == "marginal":
+        stats = _as_tensor_stats(data.store_stats)
+        pm.Potential("loglik", marginal_group_loglik(
+            pt, stats, alpha[region_of_store], beta[region_of_store],
+            sigma_store_a**2, 0.0, sigma_store_b**2, sigma).sum())
+        return
+    zs_a = pm.Normal("z_store_a", 0.0, 1.0, dims="store")
+    zs_b = pm.Normal("z_store_b", 0.0, 1.0, dims="store")
+    alpha_s = pm.Deterministic("alpha_store", alpha[region_of_store] + sigma_store_a * zs_a, dims="store")
+    beta_s = pm.Deterministic("beta_store", beta[region_of_store] + sigma_store_b * zs_b, dims="store")
+    if likelihood == "rows":
+        _row_likelihood(data, alpha_s, beta_s, sigma, data.store_idx)
+    else:
+        _sufficient_likelihood(data.store_stats, alpha_s, beta_s, sigma)
+
+
+_BUILDERS = {
+    "baseline": _baseline,
+    "multilevel": _multilevel,
+    "correlated": _correlated,
+    "store_multilevel": _store_multilevel,
+}
+
+
+def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None = None) -> pm.Model:
+    """Build one of the book's models on prepared data.
+
+    ``likelihood`` picks the form of the same model (see the module docstring); ``None``
+    takes the fast default of :data:`DEFAULT_LIKELIHOOD`. Use ``"rows"`` for prior and
+    posterior predictive sampling, which needs an observed variable.
+    """
+    if kind not in _BUILDERS:
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {list(MODEL_KINDS)}")
+    likelihood = likelihood or DEFAULT_LIKELIHOOD[kind]
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")
+    if not isinstance(data, ModelData):
+        raise TypeError(f"data must be ModelData from prepare_data, got {type(data).__name__}")
+    coords = {"region": data.coords["region"], "effect": ["intercept", "elasticity"]}
+    if kind == "store_multilevel":
+        coords["store"] = data.coords["store"]
+    if likelihood == "rows":
+        coords["obs"] = data.coords["obs"]
+    with pm.Model(coords=coords) as model:
+        _BUILDERS[kind](data, likelihood)
+    model.elasticity_spec = ModelSpec(kind=kind, likelihood=likelihood, data=data)
+    return model
