@@ -73,8 +73,14 @@ def plot_demand_and_elasticity(
     if x.ndim != 1 or x.size < 2:
         raise ValueError(f"price must be a one-dimensional grid of at least two prices, got shape {x.shape}")
     curves = {
-        f"linear: y = {linear[0]:g} {linear[1]:+g} x": (linear_demand(x, *linear), linear_elasticity(x, *linear)),
-        f"log-log: y = {loglog[0]:g} x^{loglog[1]:g}": (loglog_demand(x, *loglog), loglog_elasticity(x, *loglog)),
+        rf"linear: $y = {linear[0]:.3g} {'-' if linear[1] < 0 else '+'} {abs(linear[1]):.3g}\,x$": (
+            linear_demand(x, *linear),
+            linear_elasticity(x, *linear),
+        ),
+        rf"log-log: $y = {loglog[0]:.3g}\,x^{{{loglog[1]:.3g}}}$": (
+            loglog_demand(x, *loglog),
+            loglog_elasticity(x, *loglog),
+        ),
     }
     fig, (ax_q, ax_e) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for (label, (quantity, elasticity)), color in zip(curves.items(), sns.color_palette(n_colors=2), strict=True):
@@ -111,7 +117,9 @@ def plot_truth_vs_income(truth: SimulationTruth, income: pd.Series) -> Figure:
     ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for ax, (column, base, slope, title, ylabel) in zip(axes, panels, strict=True):
-        ax.plot(grid, base + slope * grid, color="grey", linestyle="--", label=f"{base:g} {slope:+g} x income")
+        sign = "-" if slope < 0 else "+"
+        line_label = rf"population line ${base:g} {sign} {abs(slope):g}\,\mathrm{{income}}$"
+        ax.plot(grid, base + slope * grid, color="grey", linestyle="--", label=line_label)
         ax.scatter(table["median_income"], table[column], color="C0", zorder=3, label="region")
         for region_id, row in table.iterrows():
             ax.annotate(str(region_id), (row["median_income"], row[column]), textcoords="offset points",
@@ -148,7 +156,11 @@ def plot_store_series(df: pd.DataFrame, region_id) -> Figure:
 
 
 def plot_price_quantity_facets(df: pd.DataFrame, *, log: bool = False, col_wrap: int = 3) -> Figure:
-    """Scatter of quantity against price, one facet per region (``log=True``: both in logs)."""
+    """Scatter of quantity against price, one facet per region (``log=True``: both in logs).
+
+    The facets share the price axis; each has its own quantity axis, so that a single
+    extreme quantity does not flatten the other regions.
+    """
     x, y = ("log_price", "log_quantities") if log else ("price", "quantities")
     _require(df, ["region_id", "median_income", x, y])
     if col_wrap < 1:
@@ -156,7 +168,7 @@ def plot_price_quantity_facets(df: pd.DataFrame, *, log: bool = False, col_wrap:
     order = _region_order(df)
     income = df.groupby("region_id", observed=True)["median_income"].first()
     grid = sns.FacetGrid(df, col="region_id", col_order=order, col_wrap=col_wrap, height=2.6, aspect=1.2,
-                         sharex=True, sharey=True)
+                         sharex=True, sharey=False)
     grid.map_dataframe(sns.scatterplot, x=x, y=y, s=12, alpha=0.5, edgecolor="none")
     for region_id, ax in zip(order, grid.axes.flat, strict=False):
         ax.set_title(f"region {region_id} (income {income[region_id]:.1f}, n = {(df['region_id'] == region_id).sum()})",
@@ -171,20 +183,24 @@ def plot_loglog_fits(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Log quantity against log price with a least-squares line per region, on one panel.
 
     The slope of each line is that region's elasticity estimated on its own (no pooling).
+    Regions are coloured by median income (viridis: dark is poor, yellow is rich).
     """
-    _require(df, ["region_id", "log_price", "log_quantities"])
+    _require(df, ["region_id", "median_income", "log_price", "log_quantities"])
     order = _region_order(df)
+    income = df.groupby("region_id", observed=True)["median_income"].first()
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 6), layout="constrained")
-    palette = sns.color_palette("viridis", n_colors=len(order))
-    for region_id, color in zip(order, palette, strict=True):
+    low, high = income.min(), income.max()
+    cmap = plt.get_cmap("viridis")
+    for region_id in order:
         rows = df[df["region_id"] == region_id]
+        color = cmap(0.5 if high == low else 0.9 * (income[region_id] - low) / (high - low))
         sns.regplot(data=rows, x="log_price", y="log_quantities", ci=None, ax=ax, color=color,
-                    scatter_kws={"s": 8, "alpha": 0.35},
-                    line_kws={"linewidth": 2, "label": f"region {region_id}"})
+                    scatter_kws={"s": 8, "alpha": 0.3},
+                    line_kws={"linewidth": 2, "label": f"region {region_id} (income {income[region_id]:.1f})"})
     ax.set(title="Log quantity against log price, least-squares line per region",
            xlabel=_LABELS["log_price"], ylabel=_LABELS["log_quantities"])
-    ax.legend(title="region", ncols=3, fontsize=8)
+    ax.legend(title="region, coloured by income", ncols=3, fontsize=8)
     return ax
 
 

@@ -9,6 +9,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from elasticity_lib.plotting import (  # noqa: E402
@@ -135,6 +136,16 @@ def test_loglog_fits_slopes_are_least_squares(df):
         slope, intercept = np.polyfit(rows["log_price"], rows["log_quantities"], 1)
         x, y = line.get_xdata(), line.get_ydata()
         np.testing.assert_allclose(y, intercept + slope * x, rtol=1e-6, atol=1e-9)
+
+
+def test_loglog_fits_colour_follows_income(df):
+    ax = plot_loglog_fits(df)
+    income = df.groupby("region_id", observed=True)["median_income"].first()
+    fitted = [line for line in ax.get_lines() if line.get_label().startswith("region")]
+    colours = dict(zip(income.index, (to_rgba(line.get_color()) for line in fitted), strict=True))
+    cmap = plt.get_cmap("viridis")
+    np.testing.assert_allclose(colours[income.idxmin()], cmap(0.0), atol=0.01)
+    np.testing.assert_allclose(colours[income.idxmax()], cmap(0.9), atol=0.01)
 
 
 def test_income_by_region(df):
