@@ -1,0 +1,131 @@
+"""Does a fit recover the parameters that simulated its data? Honest, checkable criteria.
+
+A 94% credible interval should miss the true value about 6% of the time, so demanding
+that *every* interval covers the truth would fail calibrated models by design, and
+asking for nothing would pass broken ones. The helpers here make the criterion explicit:
+
+* :func:`interval_table` lists, per parameter (and coordinate), the truth, the posterior
+  mean and its highest density interval, and whether the interval covers the truth;
+* :func:`coverage_threshold` is the smallest number of covered intervals out of ``n``
+  that a calibrated posterior reaches with high probability (a binomial tail);
+* :func:`joint_distance` checks several correlated parameters at once: the squared
+  Mahalanobis distance of the truth from the posterior mean, compared with the
+  chi-square quantile of the joint credible region (Normal approximation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import stats
+
+__all__ = ["interval_table", "coverage_threshold", "JointDistance", "joint_distance"]
+
+
+def _posterior(idata: xr.DataTree) -> xr.Dataset:
+    if "posterior" not in idata.children:
+        raise ValueError("the DataTree has no 'posterior' group")
+    return idata["posterior"].to_dataset()
+
+
+def _check_prob(prob: float) -> float:
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must be strictly between 0 and 1, got {prob!r}")
+    return float(prob)
+
+
+def interval_table(idata: xr.DataTree, truth: Mapping[str, float | Sequence[float]], prob: float = 0.94) -> pd.DataFrame:
+    """True value, posterior mean and ``prob`` HDI of each parameter, and whether it covers.
+
+    ``truth`` maps a posterior variable to its true value: a number for a scalar, or one
+    value per coordinate (in coordinate order) for a variable with one dimension such as
+    ``beta`` over regions. Rows are labelled ``name`` or ``name[coord]``.
+    """
+    prob = _check_prob(prob)
+    post = _posterior(idata)
+    rows = []
+    for name, value in truth.items():
+        if name not in post:
+            raise ValueError(f"unknown posterior variable {name!r}; available: {sorted(post.data_vars)}")
+        da = post[name]
+        extra = [d for d in da.dims if d not in ("chain", "draw")]
+        if len(extra) > 1:
+            raise ValueError(f"variable {name!r} has more than one non-sample dimension {extra}")
+        true = np.atleast_1d(np.asarray(value, dtype=float))
+        size = da.sizes[extra[0]] if extra else 1
+        if true.shape != (size,):
+            raise ValueError(f"truth for {name!r} must have {size} value(s), got shape {np.shape(value)}")
+        hdi = az.hdi(da, prob=prob)
+        mean = da.mean(("chain", "draw"))
+        labels = [name] if not extra else [f"{name}[{c}]" for c in da[extra[0]].values]
+        lower = np.atleast_1d(hdi.sel(ci_bound="lower").values)
+        upper = np.atleast_1d(hdi.sel(ci_bound="upper").values)
+        for i, label in enumerate(labels):
+            rows.append({"parameter": label, "true": true[i], "mean": float(np.atleast_1d(mean.values)[i]),
+                         "hdi_lower": float(lower[i]), "hdi_upper": float(upper[i]),
+                         "covered": bool(lower[i] <= true[i] <= upper[i])})
+    return pd.DataFrame(rows).set_index("parameter")
+
+
+def coverage_threshold(n: int, prob: float = 0.94, false_alarm: float = 0.02) -> int:
+    """Smallest k such that a calibrated posterior covers fewer than k of ``n`` truths
+    with probability at most ``false_alarm``.
+
+    With independent intervals the number covered is Binomial(n, prob); for 9 regions at
+    94%, ``k = 7`` (fewer than 7 happens 1.4% of the time).
+    """
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    prob = _check_prob(prob)
+    if not 0 < false_alarm < 1:
+        raise ValueError(f"false_alarm must be strictly between 0 and 1, got {false_alarm!r}")
+    ks = np.arange(n + 1)
+    below = stats.binom.cdf(ks - 1, n, prob)  # P(X < k)
+    return int(ks[below <= false_alarm].max())
+
+
+@dataclass(frozen=True)
+class JointDistance:
+    """Squared Mahalanobis distance of the truth and the joint region it is compared with."""
+
+    names: tuple[str, ...]
+    distance2: float
+    threshold: float
+    prob: float
+    p_value: float
+
+    @property
+    def inside(self) -> bool:
+        return self.distance2 <= self.threshold
+
+
+def joint_distance(idata: xr.DataTree, truth: Mapping[str, float], prob: float = 0.94) -> JointDistance:
+    """Is the vector of true scalar parameters inside the joint ``prob`` credible region?
+
+    The posterior of the parameters is approximated by a Normal with the draws' mean and
+    covariance; its ``prob`` region is ``d' S^-1 d <= chi2_k(prob)`` for ``k`` parameters.
+    Strongly correlated parameters (the intercept and slope of a regression line) can each
+    sit near the edge of their own interval while the pair is well inside the joint region.
+    """
+    prob = _check_prob(prob)
+    post = _posterior(idata)
+    names = tuple(truth)
+    if len(names) < 2:
+        raise ValueError("joint_distance needs at least two parameters")
+    for name in names:
+        if name not in post:
+            raise ValueError(f"unknown posterior variable {name!r}; available: {sorted(post.data_vars)}")
+        if set(post[name].dims) != {"chain", "draw"}:
+            raise ValueError(f"variable {name!r} is not a scalar parameter (dims {post[name].dims})")
+    draws = np.column_stack([post[n].values.ravel() for n in names])
+    diff = np.array([float(truth[n]) for n in names]) - draws.mean(axis=0)
+    cov = np.cov(draws, rowvar=False)
+    d2 = float(diff @ np.linalg.solve(cov, diff))
+    k = len(names)
+    return JointDistance(names=names, distance2=d2, threshold=float(stats.chi2.ppf(prob, k)), prob=prob,
+                         p_value=float(stats.chi2.sf(d2, k)))
