@@ -1,0 +1,356 @@
+"""The command line and fit_csv: good files are fitted, bad files get one clear line, outputs stay whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from elasticity_lib import cli
+from elasticity_lib.cli import InputError, atomic_write, fit_csv, main, read_sales_csv, report_path_for, write_outputs
+from elasticity_lib.simulation import SimulationConfig, simulate_market
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--draws", "300", "--tune", "300", "--chains", "2", "--no-progress"]
+CONFIG = SimulationConfig(n_regions=3, stores_mu=3.0, min_stores=2, time_steps_mu=10.0,
+                          store_elasticity_sd=0.1)
+
+
+@pytest.fixture(scope="module")
+def market():
+    return simulate_market(CONFIG, seed=11)
+
+
+@pytest.fixture
+def table(market) -> pd.DataFrame:
+    """The small market as a user would save it: plain columns, no log columns."""
+    df = market.to_dataframe().drop(columns=["log_price", "log_quantities"])
+    for col in ["item_id", "store_id", "region_id"]:
+        df[col] = df[col].astype(int)
+    df["region_store_id"] = df["region_store_id"].astype(str)
+    return df
+
+
+@pytest.fixture
+def good_csv(tmp_path, table) -> Path:
+    path = tmp_path / "sales.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "elasticity_lib", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def temp_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+# --------------------------------------------------------------------------- good files
+
+
+def test_good_file_through_the_command_line(tmp_path, good_csv, market):
+    out = tmp_path / "elasticities.csv"
+    proc = run_cli("fit", good_csv.name, "--model", "multilevel", "--out", out.name, *FAST, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    result = pd.read_csv(out)
+    assert list(result.columns) == cli.TABLE_COLUMNS
+    assert (result["level"] == "region").all()
+    truth = market.truth.region_table()
+    assert list(result["region_id"]) == list(truth.index)
+    assert list(result["n_obs"]) == list(pd.read_csv(good_csv).groupby("region_id").size())
+    assert (result["hdi94_low"] < result["elasticity_mean"]).all()
+    assert (result["elasticity_mean"] < result["hdi94_high"]).all()
+    # the elasticities are recovered: each true value lies within 4 posterior sd of the mean
+    gap = np.abs(result["elasticity_mean"].to_numpy() - truth["elasticity"].to_numpy())
+    assert (gap < 4 * result["elasticity_sd"].to_numpy()).all()
+    report = json.loads((tmp_path / "elasticities.convergence.json").read_text())
+    assert report["model"] == "multilevel" and report["n_rows"] == len(pd.read_csv(good_csv))
+    assert report["sampler"]["draws"] == 300 and report["sampler"]["chains"] == 2
+    assert report["divergences"] == 0
+    assert set(report) >= {"max_rhat", "min_ess_bulk", "min_ess_tail", "ok"}
+    assert temp_files(tmp_path) == []
+    assert "wrote elasticities.csv" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def store_fit(tmp_path_factory, market):
+    folder = tmp_path_factory.mktemp("store_fit")
+    path = folder / "sales.csv"
+    market.to_dataframe().to_csv(path, index=False)
+    return fit_csv(path, "store_multilevel", draws=300, tune=300, chains=2, random_seed=3)
+
+
+def test_store_model_tabulates_regions_then_stores(store_fit, market):
+    table = store_fit.table
+    regions = table[table["level"] == "region"]
+    stores = table[table["level"] == "store"]
+    assert len(regions) == CONFIG.n_regions
+    truth = market.truth.store_table()
+    assert len(stores) == len(truth)
+    expected_ids = [int(label.split("_s-")[1]) for label in truth.index]
+    assert sorted(stores["store_id"].astype(int)) == sorted(expected_ids)
+    # each store sits in its own region, with its own row count
+    df = market.to_dataframe()
+    for _, row in stores.iterrows():
+        rows = df[df["store_id"] == row["store_id"]]
+        assert int(rows["region_id"].iloc[0]) == row["region_id"]
+        assert len(rows) == row["n_obs"]
+    assert (table["hdi94_low"] < table["hdi94_high"]).all()
+
+
+def test_write_outputs_replaces_an_existing_output(tmp_path, store_fit):
+    out = tmp_path / "el.csv"
+    out.write_text("old content\n")
+    written, report = write_outputs(store_fit, out)
+    assert report == tmp_path / "el.convergence.json"
+    assert pd.read_csv(written).shape[0] == len(store_fit.table)
+    assert json.loads(report.read_text())["model"] == "store_multilevel"
+    assert temp_files(tmp_path) == []
+
+
+def test_write_interrupted_partway_leaves_old_outputs(tmp_path, store_fit, monkeypatch):
+    out = tmp_path / "el.csv"
+    out.write_text("previous table\n")
+    report = report_path_for(out)
+    report.write_text("{}\n")
+
+    def broken_report(self):
+        raise KeyboardInterrupt
+
+    # the table's temporary file is written in full, then the report fails
+    monkeypatch.setattr(cli.CsvFit, "report_dict", broken_report)
+    with pytest.raises(KeyboardInterrupt):
+        write_outputs(store_fit, out)
+    assert out.read_text() == "previous table\n"
+    assert report.read_text() == "{}\n"
+    assert temp_files(tmp_path) == []
+
+
+def test_fit_interrupted_partway_leaves_old_output(tmp_path, good_csv, monkeypatch, capsys):
+    out = tmp_path / "elasticities.csv"
+    out.write_text("previous table\n")
+    calls = []
+
+    def interrupted_fit(model, **kwargs):
+        calls.append(kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "fit", interrupted_fit)
+    status = main(["fit", str(good_csv), "--out", str(out), *FAST])
+    err = capsys.readouterr().err
+    assert calls and calls[0]["draws"] == 300
+    assert status == cli.EXIT_INTERRUPTED
+    assert err.strip().splitlines() == ["error: interrupted; existing outputs are unchanged"]
+    assert out.read_text() == "previous table\n"
+    assert not report_path_for(out).exists()
+    assert temp_files(tmp_path) == []
+
+
+def test_atomic_write_removes_partial_files_on_error(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.json"
+    a.write_text("A")
+
+    def half_then_fail(fh):
+        fh.write("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write({a: lambda fh: fh.write("new A"), b: half_then_fail})
+    assert a.read_text() == "A"
+    assert not b.exists()
+    assert temp_files(tmp_path) == []
+    atomic_write({a: lambda fh: fh.write("new A"), b: lambda fh: fh.write("B")})
+    assert (a.read_text(), b.read_text()) == ("new A", "B")
+
+
+# --------------------------------------------------------------------------- bad files
+
+
+def _write(tmp_path: Path, df: pd.DataFrame) -> Path:
+    path = tmp_path / "bad.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def bad_missing_column(tmp_path, df):
+    return _write(tmp_path, df.drop(columns="median_income")), ["median_income", "missing"]
+
+
+def bad_nan(tmp_path, df):
+    df = df.astype({"price": float})
+    df.loc[[3, 7], "price"] = np.nan
+    return _write(tmp_path, df), ["'price'", "NaN", "rows [5, 9]"]
+
+
+def bad_nonpositive_price(tmp_path, df):
+    df.loc[4, "price"] = 0.0
+    df.loc[10, "price"] = -1.5
+    return _write(tmp_path, df), ["'price'", "strictly positive", "rows [6, 12]"]
+
+
+def bad_non_numeric(tmp_path, df):
+    df = df.astype({"quantities": object})
+    df.loc[2, "quantities"] = "twelve"
+    return _write(tmp_path, df), ["'quantities'", "non-numeric", "'twelve'", "rows [4]"]
+
+
+def bad_store_in_two_regions(tmp_path, df):
+    store = df["store_id"].iloc[0]
+    first_other = df.index[df["region_id"] != df["region_id"].iloc[0]][0]
+    df.loc[first_other, "store_id"] = store
+    df = df.drop(columns="region_store_id")
+    regions = sorted({int(df["region_id"].iloc[0]), int(df.loc[first_other, "region_id"])})
+    # the message lists the store's rows from the first, as file lines (line 2 is the first row)
+    return _write(tmp_path, df), ["'store_id'", f"store {store}", f"more than one region {regions}", "rows [2, 3"]
+
+
+def bad_income_varies(tmp_path, df):
+    df.loc[5, "median_income"] = df.loc[5, "median_income"] + 1.0
+    region = df.loc[5, "region_id"]
+    return _write(tmp_path, df), ["'median_income'", f"region {region}", "7"]
+
+
+def bad_empty_file(tmp_path, df):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"")
+    return path, ["is empty"]
+
+
+def bad_header_only(tmp_path, df):
+    path = tmp_path / "bad.csv"
+    path.write_text(",".join(df.columns) + "\n")
+    return path, ["no rows"]
+
+
+def bad_binary_file(tmp_path, df):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(bytes(range(128, 256)) * 4)
+    return path, ["not a UTF-8 text CSV"]
+
+
+def bad_ragged_rows(tmp_path, df):
+    path = tmp_path / "bad.csv"
+    text = df.head(4).to_csv(index=False).splitlines()
+    text[3] += ",1,2,3"
+    path.write_text("\n".join(text) + "\n")
+    return path, ["not a valid CSV", "line 4"]
+
+
+def bad_not_a_table(tmp_path, df):
+    path = tmp_path / "bad.csv"
+    path.write_text(json.dumps({"region_id": [1, 2], "price": [1.0, 2.0]}))
+    return path, ["missing required column"]
+
+
+def bad_blank_line(tmp_path, df):
+    path = tmp_path / "bad.csv"
+    lines = df.head(6).to_csv(index=False).splitlines()
+    lines.insert(3, "")
+    path.write_text("\n".join(lines) + "\n")
+    return path, ["missing ids", "rows [4]"]
+
+
+def bad_missing_file(tmp_path, df):
+    return tmp_path / "nowhere.csv", ["file not found", "nowhere.csv"]
+
+
+def bad_directory(tmp_path, df):
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    return folder, ["is a directory"]
+
+
+BAD_FILES = [bad_missing_column, bad_nan, bad_nonpositive_price, bad_non_numeric, bad_store_in_two_regions,
+             bad_income_varies, bad_empty_file, bad_header_only, bad_binary_file, bad_ragged_rows,
+             bad_not_a_table, bad_blank_line, bad_missing_file, bad_directory]
+
+
+@pytest.mark.parametrize("make_bad", BAD_FILES, ids=lambda f: f.__name__[4:])
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_bad_file_gets_one_line_error(tmp_path, table, make_bad, command, capsys, monkeypatch):
+    path, expected = make_bad(tmp_path, table.copy())
+
+    def must_not_fit(*args, **kwargs):  # a bad file is rejected before any fitting
+        raise AssertionError("fit called on a bad file")
+
+    monkeypatch.setattr(cli, "fit", must_not_fit)
+    out = tmp_path / "out.csv"
+    argv = ["fit", str(path), "--out", str(out), *FAST] if command == "fit" else ["validate", str(path)]
+    status = main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert status == cli.EXIT_BAD_INPUT
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    for piece in expected:
+        assert piece in lines[0]
+    assert "Traceback" not in captured.err
+    assert not out.exists()
+    assert temp_files(tmp_path) == []
+
+
+def test_permission_denied_is_reported(tmp_path, good_csv, monkeypatch, capsys):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cli.pd, "read_csv", denied)
+    assert main(["validate", str(good_csv)]) == cli.EXIT_BAD_INPUT
+    assert capsys.readouterr().err.strip() == f"error: {good_csv} cannot be read: permission denied"
+
+
+@pytest.mark.parametrize("make_bad", [bad_nonpositive_price, bad_binary_file], ids=["price", "binary"])
+def test_bad_file_in_a_real_process(tmp_path, table, make_bad):
+    path, expected = make_bad(tmp_path, table.copy())
+    proc = run_cli("fit", path.name, "--out", "out.csv", *FAST, cwd=tmp_path)
+    assert proc.returncode == cli.EXIT_BAD_INPUT
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert all(piece in lines[0] for piece in expected)
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_validate_reports_counts(good_csv, table, capsys):
+    assert main(["validate", str(good_csv)]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert f"{len(table)} rows, {CONFIG.n_regions} regions, {table['store_id'].nunique()} stores" in out
+
+
+def test_missing_output_directory_is_caught_before_fitting(tmp_path, good_csv, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "fit", lambda *a, **k: pytest.fail("fit called"))
+    status = main(["fit", str(good_csv), "--out", str(tmp_path / "no" / "such" / "dir.csv"), *FAST])
+    assert status == cli.EXIT_BAD_INPUT
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["fit", "x.csv"], ["fit", "x.csv", "--out", "o.csv", "--model", "bogus"],
+                                  ["fit", "x.csv", "--out", "o.csv", "--draws", "0"]])
+def test_usage_errors_exit_with_status_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == cli.EXIT_USAGE
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_read_sales_csv_numbers_rows_as_file_lines(good_csv):
+    df = read_sales_csv(good_csv)
+    assert df.index[0] == 2 and df.index[-1] == len(df) + 1
+
+
+def test_fit_csv_rejects_an_unknown_model(good_csv):
+    with pytest.raises(ValueError, match="unknown model 'pooled'"):
+        fit_csv(good_csv, "pooled")
+
+
+def test_input_error_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError):
+        read_sales_csv(tmp_path / "missing.csv")
+    assert issubclass(InputError, ValueError)
