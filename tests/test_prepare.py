@@ -1,0 +1,213 @@
+"""Data preparation: tidy tables become model inputs; bad tables are rejected by column and row."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from elasticity_lib.prepare import REQUIRED_COLUMNS, GroupStats, ModelData, prepare_data, validate_table
+
+
+def user_table() -> pd.DataFrame:
+    """A user's own table: plain columns, string region ids, no optional columns."""
+    return pd.DataFrame(
+        {
+            "region_id": ["north", "north", "north", "south", "south", "east"],
+            "store_id": [10, 10, 11, 20, 20, 30],
+            "price": [1.0, 1.2, 0.9, 2.0, 2.5, 1.5],
+            "quantities": [5.0, 4.0, 6.0, 2.0, 1.5, 3.0],
+            "median_income": [4.0, 4.0, 4.0, 6.5, 6.5, 3.0],
+        },
+        index=pd.Index([100, 101, 102, 103, 104, 105]),
+    )
+
+
+def with_value(df: pd.DataFrame, col: str, rows: list, value) -> pd.DataFrame:
+    out = df.copy()
+    if isinstance(value, str) or value is None:
+        out[col] = out[col].astype(object)
+    out.loc[rows, col] = value
+    return out
+
+
+# Each case: how to break the user table, and a pattern the ValueError must match
+# (the column, the offending row labels, and the reason).
+BAD_TABLES = {
+    "missing column": (lambda d: d.drop(columns="quantities"), r"missing required column\(s\) \['quantities'\]"),
+    "two missing columns": (lambda d: d.drop(columns=["price", "store_id"]), r"missing required column\(s\) \['store_id', 'price'\]"),
+    "empty table": (lambda d: d.iloc[:0], r"the table has no rows"),
+    "NaN price": (lambda d: with_value(d, "price", [101, 104], np.nan), r"column 'price' has NaN \(missing\) values in rows \[101, 104\]"),
+    "NaN income": (lambda d: with_value(d, "median_income", [105], np.nan), r"column 'median_income' has NaN \(missing\) values in rows \[105\]"),
+    "inf quantity": (lambda d: with_value(d, "quantities", [102], np.inf), r"column 'quantities' has infinite values in rows \[102\]"),
+    "-inf price": (lambda d: with_value(d, "price", [100], -np.inf), r"column 'price' has infinite values in rows \[100\]"),
+    "zero price": (lambda d: with_value(d, "price", [103], 0.0), r"column 'price' must be strictly positive; values <= 0 in rows \[103\]"),
+    "negative quantity": (lambda d: with_value(d, "quantities", [100, 105], -2.0), r"column 'quantities' must be strictly positive; values <= 0 in rows \[100, 105\]"),
+    "zero quantity": (lambda d: with_value(d, "quantities", [104], 0.0), r"column 'quantities' must be strictly positive; values <= 0 in rows \[104\]"),
+    "non-positive income": (lambda d: with_value(d, "median_income", [105], -3.0), r"column 'median_income' must be strictly positive; values <= 0 in rows \[105\]"),
+    "non-numeric price": (lambda d: with_value(d, "price", [102], "cheap"), r"column 'price' has non-numeric values \(e.g. 'cheap'\) in rows \[102\]"),
+    "boolean quantities": (lambda d: d.assign(quantities=True), r"column 'quantities' must be numeric, got booleans"),
+    "store in two regions": (
+        lambda d: with_value(d, "region_id", [101], "south"),
+        r"column 'store_id': store 10 appears in more than one region \['north', 'south'\], rows \[100, 101\]",
+    ),
+    "income varying within region": (
+        lambda d: with_value(d, "median_income", [104], 6.0),
+        r"column 'median_income' differs within region 'south' \(values \[6.0, 6.5\]\) in rows \[103, 104\]",
+    ),
+    "bad region_store_id": (
+        lambda d: d.assign(region_store_id=["r-north_s-10", "r-north_s-10", "r-north_s-11", "r-south_s-20", "s-20", "r-east_s-30"]),
+        r"column 'region_store_id' must equal 'r-\{region_id\}_s-\{store_id\}'; it disagrees in rows \[104\] \(e.g. 's-20' for 'r-south_s-20'\)",
+    ),
+    "missing region id": (lambda d: with_value(d, "region_id", [103], None), r"column 'region_id' has missing ids in rows \[103\]"),
+    "missing store id": (lambda d: with_value(d, "store_id", [100, 102], np.nan), r"column 'store_id' has missing ids in rows \[100, 102\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TABLES), ids=list(BAD_TABLES))
+def test_bad_tables_are_rejected_naming_column_and_rows(case):
+    breaker, pattern = BAD_TABLES[case]
+    bad = breaker(user_table())
+    with pytest.raises(ValueError, match=pattern):
+        validate_table(bad)
+    with pytest.raises(ValueError, match=pattern):
+        prepare_data(bad)
+
+
+def test_many_bad_rows_are_summarised():
+    df = user_table().assign(median_income=0.0)
+    df = pd.concat([df, df.set_axis(df.index + 10)])
+    with pytest.raises(ValueError, match=r"rows \[100, 101, 102, 103, 104\] \(first 5 of 12\)"):
+        validate_table(df)
+
+
+def test_not_a_dataframe_is_a_type_error():
+    with pytest.raises(TypeError, match="expected a pandas DataFrame, got dict"):
+        prepare_data(user_table().to_dict())
+
+
+def test_validation_does_not_modify_the_input():
+    df = user_table()
+    before = df.copy()
+    validate_table(df)
+    pd.testing.assert_frame_equal(df, before)
+
+
+def test_user_table_is_prepared_without_dropping_rows():
+    df = user_table()
+    data = prepare_data(df)
+    assert isinstance(data, ModelData)
+    assert data.n_obs == len(df)
+    assert data.coords["region"] == ["east", "north", "south"]
+    assert data.coords["store"] == ["r-east_s-30", "r-north_s-10", "r-north_s-11", "r-south_s-20"]
+    assert data.coords["obs"] == list(range(6))
+    np.testing.assert_array_equal(data.region_idx, [1, 1, 1, 2, 2, 0])
+    np.testing.assert_array_equal(data.store_idx, [1, 1, 2, 3, 3, 0])
+    np.testing.assert_array_equal(data.store_region_idx, [0, 1, 1, 2])
+    np.testing.assert_array_equal(data.income, [3.0, 4.0, 6.5])
+    assert data.income_center == pytest.approx(np.mean([3.0, 4.0, 6.5]))
+    np.testing.assert_allclose(data.log_price, np.log(df["price"].to_numpy()))
+    np.testing.assert_allclose(data.log_quantity, np.log(df["quantities"].to_numpy()))
+    assert list(data.table["region_store_id"]) == ["r-north_s-10"] * 2 + ["r-north_s-11", "r-south_s-20", "r-south_s-20", "r-east_s-30"]
+
+
+def test_numeric_strings_are_read_as_numbers():
+    df = user_table()
+    df["price"] = df["price"].astype(str)
+    np.testing.assert_allclose(prepare_data(df).log_price, np.log(user_table()["price"].to_numpy()))
+
+
+def test_simulated_table_round_trips_through_csv(small_table, small_data):
+    buffer = io.StringIO()
+    small_table.to_csv(buffer, index=False)
+    buffer.seek(0)
+    from_csv = prepare_data(pd.read_csv(buffer))
+    assert from_csv.coords["region"] == small_data.coords["region"]
+    assert from_csv.coords["store"] == small_data.coords["store"]
+    np.testing.assert_array_equal(from_csv.region_idx, small_data.region_idx)
+    np.testing.assert_array_equal(from_csv.store_idx, small_data.store_idx)
+    np.testing.assert_allclose(from_csv.log_quantity, small_data.log_quantity, rtol=1e-12)
+
+
+def test_indices_agree_with_the_table(small_market, small_data):
+    table = small_data.table
+    regions = np.asarray(small_data.coords["region"])
+    stores = np.asarray(small_data.coords["store"])
+    np.testing.assert_array_equal(regions[small_data.region_idx], table["region_id"].astype(int))
+    np.testing.assert_array_equal(stores[small_data.store_idx], table["region_store_id"].astype(str))
+    # each store's region index points at the region of its rows
+    np.testing.assert_array_equal(small_data.store_region_idx[small_data.store_idx], small_data.region_idx)
+    # each region's income is its own
+    for region in small_market.regions:
+        j = small_data.coords["region"].index(region.id)
+        assert small_data.income[j] == region.median_income
+
+
+def raw_group_stats(group, x, y, n_groups):
+    """Per-group count, means and centred sums by a plain loop (the definition)."""
+    out = {k: np.zeros(n_groups) for k in ["n", "mx", "my", "cxx", "cxy", "cyy"]}
+    for g in range(n_groups):
+        xs, ys = x[group == g], y[group == g]
+        out["n"][g] = len(xs)
+        out["mx"][g], out["my"][g] = xs.mean(), ys.mean()
+        out["cxx"][g] = np.sum((xs - xs.mean()) ** 2)
+        out["cxy"][g] = np.sum((xs - xs.mean()) * (ys - ys.mean()))
+        out["cyy"][g] = np.sum((ys - ys.mean()) ** 2)
+    return out
+
+
+def test_group_stats_match_their_definition(small_data):
+    for stats, idx, n in [
+        (small_data.region_stats, small_data.region_idx, small_data.n_regions),
+        (small_data.store_stats, small_data.store_idx, small_data.n_stores),
+    ]:
+        expected = raw_group_stats(idx, small_data.log_price, small_data.log_quantity, n)
+        for name, value in expected.items():
+            np.testing.assert_allclose(getattr(stats, name), value, rtol=1e-10, atol=1e-12, err_msg=name)
+    assert small_data.region_stats.n.sum() == small_data.n_obs
+    sub = small_data.store_stats.subset(np.array([2, 0]))
+    assert sub.n[0] == small_data.store_stats.n[2] and sub.cxy[1] == small_data.store_stats.cxy[0]
+
+
+def test_group_stats_are_accurate_far_from_zero():
+    # centred sums avoid the cancellation of sum(x^2) - n mean^2 when values are large
+    rng = np.random.default_rng(0)
+    x = 1e6 + rng.normal(0, 1e-3, size=1000)
+    stats = GroupStats.from_arrays(np.zeros(1000, dtype=int), x, x, 1)
+    np.testing.assert_allclose(stats.cxx, np.sum((x - x.mean()) ** 2), rtol=1e-6)
+
+
+@given(st.randoms(use_true_random=False))
+def test_row_order_does_not_change_the_statistics(small_table, random):
+    # shuffling rows permutes obs but every group's statistics stay the same
+    order = list(range(len(small_table)))
+    random.shuffle(order)
+    base = prepare_data(small_table)
+    shuffled = prepare_data(small_table.iloc[order])
+    assert shuffled.coords["region"] == base.coords["region"]
+    assert sorted(shuffled.coords["store"]) == sorted(base.coords["store"])
+    perm = [shuffled.coords["store"].index(s) for s in base.coords["store"]]
+    for name in ["n", "mx", "my", "cxx", "cxy", "cyy"]:
+        np.testing.assert_allclose(getattr(shuffled.region_stats, name), getattr(base.region_stats, name), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(getattr(shuffled.store_stats, name)[perm], getattr(base.store_stats, name), rtol=1e-9, atol=1e-12)
+
+
+@given(
+    column=st.sampled_from(["price", "quantities", "median_income"]),
+    row=st.integers(0, 5),
+    value=st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -1.5]),
+)
+def test_any_bad_cell_is_reported_by_column_and_row(column, row, value):
+    df = user_table()
+    label = df.index[row]
+    df.loc[label, column] = value
+    with pytest.raises(ValueError, match=rf"column '{column}' .*rows \[{label}\]"):
+        validate_table(df)
+
+
+def test_required_columns_are_documented():
+    assert REQUIRED_COLUMNS == ["region_id", "store_id", "price", "quantities", "median_income"]

@@ -1,0 +1,261 @@
+"""The simulator: reproducible, validated, and faithful to the configured distributions.
+
+Moment checks use one large simulated market (many regions, so every region-level
+quantity has about 1,500 draws and every row-level one several hundred thousand). Each
+tolerance is a multiple ``Z`` of the standard error implied by the sample size: with
+``Z = 5`` a correct simulator fails a given check with probability below 1e-6, while a
+wrong parametrisation (swapped mean and sd, a rate for a scale, the reference's
+scrambled incomes) moves the statistic by tens of standard errors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from scipy import stats
+
+from elasticity_lib.entities import TIDY_COLUMNS
+from elasticity_lib.simulation import (
+    REFERENCE_SEED,
+    SimulationConfig,
+    gamma_shape_scale,
+    negative_binomial_n_p,
+    simulate_market,
+)
+
+Z = 5.0  # standard errors allowed for each moment check (false alarm < 1e-6 per check)
+
+BIG_CONFIG = SimulationConfig(n_regions=1500, store_intercept_sd=0.05, store_elasticity_sd=0.15)
+BIG_SEED = 987654
+
+
+def table_bytes(df: pd.DataFrame) -> bytes:
+    return df.to_csv(index=False).encode()
+
+
+def assert_mean(sample: np.ndarray, expected: float, sd: float, what: str) -> None:
+    """Sample mean within Z standard errors (sd / sqrt(n)) of the expected mean."""
+    sample = np.asarray(sample, dtype=float)
+    se = sd / np.sqrt(sample.size)
+    assert abs(sample.mean() - expected) < Z * se, f"{what}: mean {sample.mean():.5f}, expected {expected} +/- {Z * se:.5f}"
+
+
+def assert_variance(sample: np.ndarray, expected: float, what: str) -> None:
+    """Sample variance within Z standard errors of the expected variance.
+
+    The standard error of a sample variance is sqrt((mu4 - sigma^4) / n); the fourth
+    central moment mu4 is estimated from the sample itself (a plug-in estimate, accurate
+    at these sample sizes).
+    """
+    sample = np.asarray(sample, dtype=float)
+    dev = sample - sample.mean()
+    var = dev.var(ddof=1)
+    se = np.sqrt((np.mean(dev**4) - var**2) / sample.size)
+    assert abs(var - expected) < Z * se, f"{what}: variance {var:.5f}, expected {expected:.5f} +/- {Z * se:.5f}"
+
+
+# --- configuration -------------------------------------------------------------------
+
+
+def test_defaults_are_the_reference_values():
+    c = SimulationConfig()
+    assert (c.n_regions, c.stores_mu, c.stores_alpha, c.min_stores) == (9, 10.0, 3.0, 2)
+    assert (c.income_mu, c.income_sigma, c.income_offset) == (5.0, 2.0, 1.0)
+    assert (c.time_steps_mu, c.time_steps_alpha, c.min_time_steps) == (20.0, 5.0, 2)
+    assert (c.intercept_base, c.intercept_income_slope, c.intercept_sd) == (1.0, 0.3, 0.02)
+    assert (c.elasticity_base, c.elasticity_income_slope, c.elasticity_sd) == (-0.1, -0.6, 0.02)
+    assert (c.store_intercept_sd, c.store_elasticity_sd) == (0.0, 0.0)
+    assert (c.price_mu, c.price_sigma, c.noise_sd) == (1.5, 0.25, 0.3)
+    assert REFERENCE_SEED == sum(ord(ch) for ch in "multilevel_elasticities_single_sku")
+
+
+BAD_CONFIGS = {
+    "negative noise sd": ({"noise_sd": -0.3}, r"(?s)noise_sd\n.*greater than 0"),
+    "zero noise sd": ({"noise_sd": 0.0}, r"(?s)noise_sd\n.*greater than 0"),
+    "negative region sd": ({"elasticity_sd": -0.01}, r"(?s)elasticity_sd\n.*greater than or equal to 0"),
+    "negative store sd": ({"store_intercept_sd": -1.0}, r"(?s)store_intercept_sd\n.*greater than or equal to 0"),
+    "zero regions": ({"n_regions": 0}, r"(?s)n_regions\n.*greater than 0"),
+    "zero minimum stores": ({"min_stores": 0}, r"(?s)min_stores\n.*greater than 0"),
+    "non-positive price mean": ({"price_mu": 0.0}, r"(?s)price_mu\n.*greater than 0"),
+    "infinite noise sd": ({"noise_sd": float("inf")}, r"(?s)noise_sd\n.*finite number"),
+    "infinite store mean": ({"stores_mu": float("inf")}, r"(?s)stores_mu\n.*finite number"),
+    "NaN slope": ({"elasticity_income_slope": float("nan")}, r"(?s)elasticity_income_slope\n.*finite number"),
+    "fractional region count": ({"n_regions": 2.5}, r"(?s)n_regions\n.*integer"),
+    "extra field": ({"n_products": 3}, r"(?s)n_products\n.*Extra inputs are not permitted"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS), ids=list(BAD_CONFIGS))
+def test_invalid_config_is_rejected_with_the_field_name(case):
+    kwargs, pattern = BAD_CONFIGS[case]
+    with pytest.raises(ValidationError, match=pattern):
+        SimulationConfig(**kwargs)
+
+
+def test_config_is_frozen():
+    with pytest.raises(ValidationError, match="frozen"):
+        SimulationConfig().n_regions = 3
+
+
+def test_parametrisation_helpers_match_scipy():
+    n, p = negative_binomial_n_p(10.0, 3.0)
+    assert stats.nbinom(n, p).mean() == pytest.approx(10.0)
+    assert stats.nbinom(n, p).var() == pytest.approx(10.0 + 10.0**2 / 3.0)
+    shape, scale = gamma_shape_scale(5.0, 2.0)
+    assert stats.gamma(shape, scale=scale).mean() == pytest.approx(5.0)
+    assert stats.gamma(shape, scale=scale).std() == pytest.approx(2.0)
+
+
+# --- reproducibility -----------------------------------------------------------------
+
+
+def test_same_seed_gives_byte_identical_tables():
+    first = simulate_market(seed=REFERENCE_SEED)
+    second = simulate_market(SimulationConfig(), seed=REFERENCE_SEED)
+    a, b = first.to_dataframe(), second.to_dataframe()
+    assert table_bytes(a) == table_bytes(b)
+    np.testing.assert_array_equal(pd.util.hash_pandas_object(a), pd.util.hash_pandas_object(b))
+    assert first.truth == second.truth
+    # a Generator seeded the same way is the same stream
+    third = simulate_market(seed=np.random.default_rng(REFERENCE_SEED)).to_dataframe()
+    assert table_bytes(third) == table_bytes(a)
+
+
+def test_reference_run_has_the_documented_size():
+    # The book describes this table; a change in the simulator must show up here.
+    df = simulate_market(seed=REFERENCE_SEED).to_dataframe()
+    assert list(df.columns) == TIDY_COLUMNS
+    assert len(df) == 2469
+    assert df["region_id"].nunique() == 9
+    assert df["region_store_id"].nunique() == 103
+    stores_per_region = df.groupby("region_id", observed=True)["region_store_id"].nunique()
+    assert stores_per_region.idxmin() == 1 and stores_per_region.min() == 4
+    assert (df["region_id"] == 1).sum() == 69
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+def test_different_seeds_give_different_tables(seed_a, seed_b):
+    config = SimulationConfig(n_regions=2)
+    a = table_bytes(simulate_market(config, seed=seed_a).to_dataframe())
+    b = table_bytes(simulate_market(config, seed=seed_b).to_dataframe())
+    assert (a == b) == (seed_a == seed_b)
+
+
+# --- distributions -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big():
+    market = simulate_market(BIG_CONFIG, seed=BIG_SEED)
+    df = market.to_dataframe()
+    truth = market.truth
+    regions = truth.region_table()
+    regions["income"] = [r.median_income for r in market.regions]
+    regions["n_stores"] = [len(r.stores) for r in market.regions]
+    store_truth = truth.store_table()
+    store_truth["region_id"] = [int(label.split("_")[0][2:]) for label in store_truth.index]
+    store_truth["n_steps"] = df.groupby("region_store_id", observed=True).size().reindex(store_truth.index).to_numpy()
+    return market, df, regions, store_truth
+
+
+def test_store_counts_are_negative_binomial_plus_minimum(big):
+    _, _, regions, _ = big
+    c = BIG_CONFIG
+    var = c.stores_mu + c.stores_mu**2 / c.stores_alpha
+    counts = regions["n_stores"].to_numpy()
+    assert counts.min() >= c.min_stores
+    assert_mean(counts, c.stores_mu + c.min_stores, np.sqrt(var), "stores per region")
+    assert_variance(counts, var, "stores per region")
+
+
+def test_incomes_are_gamma_plus_offset(big):
+    _, df, regions, _ = big
+    c = BIG_CONFIG
+    income = regions["income"].to_numpy()
+    assert income.min() > c.income_offset
+    assert_mean(income, c.income_mu + c.income_offset, c.income_sigma, "income")
+    assert_variance(income, c.income_sigma**2, "income")
+    # every row carries its own region's income (the reference scrambled this mapping)
+    per_row = df.groupby("region_id", observed=True)["median_income"].agg(["min", "max"])
+    np.testing.assert_array_equal(per_row["min"].to_numpy(), income)
+    np.testing.assert_array_equal(per_row["max"].to_numpy(), income)
+
+
+def test_time_steps_are_negative_binomial_plus_minimum(big):
+    _, df, _, stores_ = big
+    c = BIG_CONFIG
+    var = c.time_steps_mu + c.time_steps_mu**2 / c.time_steps_alpha
+    steps = stores_["n_steps"].to_numpy()
+    assert steps.min() >= c.min_time_steps
+    assert_mean(steps, c.time_steps_mu + c.min_time_steps, np.sqrt(var), "time steps per store")
+    assert_variance(steps, var, "time steps per store")
+    # time_step counts down to 0, so each store's largest step is its length minus one
+    top = df.groupby("region_store_id", observed=True)["time_step"].max().reindex(stores_.index)
+    np.testing.assert_array_equal(top.to_numpy(), steps - 1)
+
+
+def test_prices_are_gamma(big):
+    _, df, _, _ = big
+    c = BIG_CONFIG
+    price = df["price"].to_numpy()
+    assert_mean(price, c.price_mu, c.price_sigma, "price")
+    assert_variance(price, c.price_sigma**2, "price")
+    # the whole distribution, not only two moments: a KS test at the 1e-4 level
+    shape, scale = gamma_shape_scale(c.price_mu, c.price_sigma)
+    assert stats.kstest(price, stats.gamma(shape, scale=scale).cdf).pvalue > 1e-4
+
+
+def test_log_quantity_noise_has_the_configured_sd(big):
+    _, df, _, stores_ = big
+    c = BIG_CONFIG
+    label = df["region_store_id"].astype(str)
+    mean = stores_["intercept"].reindex(label).to_numpy() + stores_["elasticity"].reindex(label).to_numpy() * df["log_price"].to_numpy()
+    resid = df["log_quantities"].to_numpy() - mean
+    assert_mean(resid, 0.0, c.noise_sd, "log-quantity residual")
+    # sd of a sample sd of n normal draws is sigma / sqrt(2 (n - 1))
+    se_sd = c.noise_sd / np.sqrt(2 * (resid.size - 1))
+    assert abs(resid.std(ddof=1) - c.noise_sd) < Z * se_sd
+    # and the residuals are independent of price (the slope is the store's own)
+    assert abs(np.corrcoef(resid, df["log_price"])[0, 1]) < Z / np.sqrt(resid.size)
+
+
+def region_and_store_effect_checks(regions, stores_, c):
+    # region effects scatter around the income lines with the configured sds
+    a_dev = regions["intercept"] - (c.intercept_base + c.intercept_income_slope * regions["income"])
+    b_dev = regions["elasticity"] - (c.elasticity_base + c.elasticity_income_slope * regions["income"])
+    n = len(regions)
+    for dev, sd, what in [(a_dev, c.intercept_sd, "region intercept"), (b_dev, c.elasticity_sd, "region elasticity")]:
+        assert_mean(dev, 0.0, sd, what)
+        assert abs(dev.std(ddof=1) - sd) < Z * sd / np.sqrt(2 * (n - 1)), what
+    # store effects scatter around their region's effects
+    own = regions.loc[stores_["region_id"]]
+    for col, sd, what in [("intercept", c.store_intercept_sd, "store intercept"), ("elasticity", c.store_elasticity_sd, "store elasticity")]:
+        dev = stores_[col].to_numpy() - own[col].to_numpy()
+        assert_mean(dev, 0.0, sd, what)
+        assert abs(dev.std(ddof=1) - sd) < Z * sd / np.sqrt(2 * (dev.size - 1)), what
+
+
+def test_region_and_store_effects_have_the_configured_scales(big):
+    _, _, regions, stores_ = big
+    region_and_store_effect_checks(regions, stores_, BIG_CONFIG)
+
+
+def test_without_store_sds_stores_share_their_region_effects():
+    # the reference setting: one intercept and one elasticity per region, drawn once
+    market = simulate_market(seed=3)
+    truth = market.truth
+    for region in market.regions:
+        for store in region.stores:
+            label = f"r-{region.id}_s-{store.id}"
+            assert truth.store_intercepts[label] == truth.region_intercepts[region.id]
+            assert truth.store_elasticities[label] == truth.region_elasticities[region.id]
+
+
+def test_store_ids_are_unique_across_the_market(big):
+    market, _, _, _ = big
+    ids = [s.id for r in market.regions for s in r.stores]
+    assert len(ids) == len(set(ids))
