@@ -46,17 +46,19 @@ $(STAMP): requirements.txt pyproject.toml | check-python
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
+# Kernels must use the inline backend to produce the figures stored in the notebooks, so a
+# MPLBACKEND from the environment (CI sets Agg) is removed for the notebook runs.
 test: $(STAMP) check-graphviz
-	$(BIN)/python -m pytest tests $(NOTEBOOKS) --nbval --nbval-current-env \
+	env -u MPLBACKEND $(BIN)/python -m pytest tests $(NOTEBOOKS) --nbval --nbval-current-env \
 	  --nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 600
 
 # Re-execute every chapter from its MyST source and refresh the paired .ipynb with outputs.
 notebooks: $(STAMP) check-graphviz
 	@for md in $(CHAPTERS); do echo "executing $$md"; \
-	  $(BIN)/jupytext --sync --execute "$$md" || exit 1; done
+	  env -u MPLBACKEND $(BIN)/jupytext --sync --execute "$$md" || exit 1; done
 
 book: $(STAMP) check-graphviz
-	$(BIN)/jupyter-book build . -W --keep-going
+	env -u MPLBACKEND $(BIN)/jupyter-book build . -W --keep-going
 	@echo "open _build/html/index.html"
 
 bench: $(STAMP)
