@@ -23,6 +23,11 @@ _NUMERIC = ["price", "quantities", "median_income"]
 _SHOW = 5
 
 
+def _py(value):
+    """A NumPy scalar as the plain Python value, so messages read ``0`` not ``np.int64(0)``."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _rows(index: pd.Index, mask: np.ndarray) -> str:
     bad = list(index[np.asarray(mask)])
     shown = ", ".join(str(b) for b in bad[:_SHOW])
@@ -81,9 +86,9 @@ def validate_table(df: pd.DataFrame) -> pd.DataFrame:
     if len(shared):
         store = shared.index[0]
         mask = (out["store_id"] == store).to_numpy()
-        regions = list(pd.unique(out.loc[mask, "region_id"]))
+        regions = [_py(r) for r in pd.unique(out.loc[mask, "region_id"])]
         raise ValueError(
-            f"column 'store_id': store {store!r} appears in more than one region {regions}, "
+            f"column 'store_id': store {_py(store)!r} appears in more than one region {regions}, "
             f"{_rows(out.index, mask)}; a store must belong to exactly one region"
         )
     incomes = out.groupby("region_id", observed=True, sort=False)["median_income"].nunique()
@@ -91,9 +96,9 @@ def validate_table(df: pd.DataFrame) -> pd.DataFrame:
     if len(varying):
         region = varying.index[0]
         mask = (out["region_id"] == region).to_numpy()
-        values = sorted(pd.unique(out.loc[mask, "median_income"]))[:_SHOW]
+        values = [_py(v) for v in sorted(pd.unique(out.loc[mask, "median_income"]))[:_SHOW]]
         raise ValueError(
-            f"column 'median_income' differs within region {region!r} (values {values}) in "
+            f"column 'median_income' differs within region {_py(region)!r} (values {values}) in "
             f"{_rows(out.index, mask)}; a region has one median income"
         )
     labels = np.array(

@@ -27,7 +27,8 @@ class SimulationConfig(BaseModel):
     the region values (0 in the reference, so all stores of a region share its elasticity).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: an infinite scale or mean is never a valid setting
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     n_regions: PositiveInt = 9
     stores_mu: PositiveFloat = 10.0
