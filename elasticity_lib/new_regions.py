@@ -1,0 +1,273 @@
+"""Predictions for regions that were never observed, and held-out checks of them.
+
+A multilevel model says how regions differ: each region's intercept and elasticity sit
+on a line in median income plus a region deviation drawn from a fitted distribution.
+A region never observed is therefore predicted by drawing, for every posterior draw,
+
+    alpha_new = a0 + a1 * income + dev_a,    beta_new = b0 + b1 * income + dev_b,
+
+with ``(dev_a, dev_b)`` a fresh deviation: independent ``Normal(0, sigma_a)`` and
+``Normal(0, sigma_b)`` for the ``multilevel`` (and ``store_multilevel``) models, and
+``L z`` with ``L`` the posterior draw of the Cholesky factor for the ``correlated`` model.
+
+The known regions are *not* re-drawn: their effects are the posterior draws themselves.
+(Changing a model's region coordinate and calling posterior predictive sampling would
+re-draw every region's deviation from its prior; see the book's chapter on new regions.)
+
+:class:`HoldoutRefitter` refits the multilevel model with one region's data removed,
+compiling the model once and swapping data between refits, so that every region of many
+markets can be held out in turn in a few seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+import xarray as xr
+
+from .likelihoods import marginal_group_loglik
+from .models import PRIORS, _income_lines
+from .prepare import GroupStats, ModelData, prepare_data
+
+__all__ = [
+    "PREDICTABLE_KINDS",
+    "new_region_draws",
+    "predict_regions",
+    "demand_bands",
+    "holdout_model",
+    "HoldoutRefitter",
+    "holdout_coverage",
+]
+
+#: Model kinds with a population distribution of regions, hence able to predict a new one.
+PREDICTABLE_KINDS: tuple[str, ...] = ("multilevel", "correlated", "store_multilevel")
+
+_STAT_FIELDS = ("n", "mx", "my", "cxx", "cxy", "cyy")
+_SAMPLE_DIMS = ("chain", "draw")
+
+
+def _posterior_dataset(idata) -> xr.Dataset:
+    if isinstance(idata, xr.Dataset):
+        return idata
+    if isinstance(idata, xr.DataTree):
+        if "posterior" not in idata.children:
+            raise ValueError("the DataTree has no 'posterior' group")
+        return idata["posterior"].to_dataset()
+    raise TypeError(f"expected a DataTree from fit() or a posterior Dataset, got {type(idata).__name__}")
+
+
+def _check_incomes(new_incomes: Mapping) -> tuple[list, np.ndarray]:
+    if not isinstance(new_incomes, Mapping) or len(new_incomes) == 0:
+        raise ValueError("new_incomes must be a non-empty mapping {region name: median income}")
+    names = list(new_incomes)
+    incomes = np.array([float(new_incomes[n]) for n in names])
+    for name, value in zip(names, incomes):
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"new_incomes[{name!r}] must be a finite, strictly positive income, got {value}")
+    return names, incomes
+
+
+def new_region_draws(idata, new_incomes: Mapping, *, kind: str, seed) -> xr.Dataset:
+    """Posterior predictive draws of intercept and elasticity for regions never observed.
+
+    ``new_incomes`` maps a name for each new region to its median income (original
+    scale). Returns a Dataset with ``alpha`` and ``beta`` of dims ``(chain, draw,
+    region)``, one fresh region deviation per posterior draw, plus ``income`` on the
+    ``region`` dim.
+    """
+    if kind not in PREDICTABLE_KINDS:
+        raise ValueError(
+            f"kind {kind!r} has no population distribution of regions to predict from; "
+            f"choose one of {list(PREDICTABLE_KINDS)}"
+        )
+    post = _posterior_dataset(idata)
+    names, incomes = _check_incomes(new_incomes)
+    needed = ["a0", "a1", "b0", "b1"] + (["chol_region"] if kind == "correlated" else ["sigma_a", "sigma_b"])
+    missing = [v for v in needed if v not in post]
+    if missing:
+        raise ValueError(f"the posterior lacks {missing}, needed to predict a new region with kind={kind!r}")
+    inc = xr.DataArray(incomes, dims="region", coords={"region": names})
+    line_a = post["a0"] + post["a1"] * inc
+    line_b = post["b0"] + post["b1"] * inc
+    rng = np.random.default_rng(seed)
+    shape = (post.sizes["chain"], post.sizes["draw"], len(names))
+    z = [xr.DataArray(rng.standard_normal(shape), dims=(*_SAMPLE_DIMS, "region"), coords={"region": names})
+         for _ in range(2)]
+    if kind == "correlated":
+        chol = post["chol_region"]
+        # the packed lower triangle [l00, l10, l11] of the Cholesky factor L; deviation = L z
+        l00, l10, l11 = (chol.isel({chol.dims[-1]: i}, drop=True) for i in range(3))
+        dev_a, dev_b = l00 * z[0], l10 * z[0] + l11 * z[1]
+    else:
+        dev_a, dev_b = post["sigma_a"] * z[0], post["sigma_b"] * z[1]
+    out = xr.Dataset({"alpha": line_a + dev_a, "beta": line_b + dev_b})
+    return out.transpose(*_SAMPLE_DIMS, "region").assign_coords(income=inc)
+
+
+def predict_regions(idata, new_incomes: Mapping | None = None, *, kind: str, seed) -> xr.Dataset:
+    """Intercepts and elasticities of the fitted regions and of new regions, per draw.
+
+    Fitted regions keep exactly their posterior draws of ``alpha`` and ``beta``; new
+    regions (``new_incomes``: name -> median income) get posterior predictive draws from
+    :func:`new_region_draws`. ``sigma`` is carried along for demand predictions, and the
+    boolean coordinate ``observed`` tells the two kinds of region apart.
+    """
+    post = _posterior_dataset(idata)
+    for var in ("alpha", "beta", "sigma"):
+        if var not in post:
+            raise ValueError(f"the posterior lacks {var!r}; fit a region-level model with elasticity_lib.fit")
+    known = post[["alpha", "beta"]]
+    known = known.assign_coords(observed=("region", np.ones(known.sizes["region"], dtype=bool)))
+    parts = [known]
+    if new_incomes:
+        clash = [n for n in new_incomes if n in set(known["region"].values.tolist())]
+        if clash:
+            raise ValueError(f"new region names {clash} are already fitted regions; pick other names")
+        new = new_region_draws(post, new_incomes, kind=kind, seed=seed).drop_vars("income")
+        parts.append(new.assign_coords(observed=("region", np.zeros(new.sizes["region"], dtype=bool))))
+    # an object index keeps the original labels of fitted regions next to new names
+    parts = [p.assign_coords(region=np.asarray(p["region"].values.tolist(), dtype=object)) for p in parts]
+    out = xr.concat(parts, dim="region", join="exact") if len(parts) > 1 else parts[0]
+    return out.assign(sigma=post["sigma"])
+
+
+def demand_bands(effects: xr.Dataset, prices, *, prob: float = 0.94, seed) -> pd.DataFrame:
+    """Posterior predictive bands of quantity against price, one curve per region.
+
+    ``effects`` holds ``alpha``, ``beta`` (dims chain, draw, region) and ``sigma`` (as
+    returned by :func:`predict_regions`). For each draw and price a quantity is drawn
+    from ``log q ~ Normal(alpha + beta log p, sigma)``; the table gives the equal-tailed
+    ``prob`` interval and the median of those quantities, and ``q_expected``, the
+    posterior mean of the expected quantity ``exp(alpha + beta log p + sigma^2 / 2)``.
+    """
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
+    prices = np.asarray(prices, dtype=float)
+    if prices.ndim != 1 or prices.size == 0 or not np.all(np.isfinite(prices)) or np.any(prices <= 0):
+        raise ValueError("prices must be a non-empty 1-d array of finite, strictly positive prices")
+    stacked = effects.stack(sample=_SAMPLE_DIMS).transpose("sample", ...)
+    a = stacked["alpha"].transpose("sample", "region").values[:, :, None]
+    b = stacked["beta"].transpose("sample", "region").values[:, :, None]
+    s = stacked["sigma"].values[:, None, None]
+    mu = a + b * np.log(prices)[None, None, :]
+    rng = np.random.default_rng(seed)
+    log_q = mu + s * rng.standard_normal(mu.shape)
+    tail = (1 - prob) / 2
+    lower, median, upper = np.quantile(np.exp(log_q), [tail, 0.5, 1 - tail], axis=0)
+    expected = np.exp(mu + s**2 / 2).mean(axis=0)
+    regions = effects["region"].values
+    return pd.DataFrame({
+        "region": np.repeat(regions, len(prices)),
+        "price": np.tile(prices, len(regions)),
+        "q_lower": lower.ravel(),
+        "q_median": median.ravel(),
+        "q_upper": upper.ravel(),
+        "q_expected": expected.ravel(),
+    })
+
+
+def holdout_model(data: ModelData) -> pm.Model:
+    """The multilevel model (marginal likelihood) with its data held in ``pm.Data``.
+
+    The same priors and likelihood as ``build_model("multilevel", data)``, but the region
+    statistics (``stat_n``, ``stat_mx``, ...), the centred incomes and a 0/1 weight per
+    region (``region_weight``) are shared data, so that a compiled copy can be refitted
+    on other data of the same shape. A region with weight 0 contributes nothing to the
+    likelihood: the fit is the fit without that region's rows.
+    """
+    if not isinstance(data, ModelData):
+        raise TypeError(f"data must be ModelData from prepare_data, got {type(data).__name__}")
+    with pm.Model(coords={"region": data.coords["region"]}) as model:
+        m_alpha, m_beta = _income_lines(data)
+        sigma_a = pm.Exponential("sigma_a", PRIORS["region_sd_rate"])
+        sigma_b = pm.Exponential("sigma_b", PRIORS["region_sd_rate"])
+        sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
+        stats = GroupStats(*(pm.Data(f"stat_{f}", getattr(data.region_stats, f), dims="region") for f in _STAT_FIELDS))
+        weight = pm.Data("region_weight", np.ones(data.n_regions), dims="region")
+        loglik = marginal_group_loglik(pt, stats, m_alpha, m_beta, sigma_a**2, 0.0, sigma_b**2, sigma)
+        pm.Potential("loglik", (weight * loglik).sum())
+    return model
+
+
+class HoldoutRefitter:
+    """Refit the multilevel model without one region, compiling the model only once.
+
+    The first :meth:`fit` compiles :func:`holdout_model` with nutpie (a few seconds);
+    every later call swaps in new data with nutpie's ``with_data`` and only samples. Any
+    market with the same number of regions can be refitted. Income is centred at the
+    first market's mean income throughout; this reparametrisation leaves the posterior of
+    the book's parameters (a0, a1, b0, b1, the scales) unchanged.
+    """
+
+    def __init__(self, draws: int = 1000, tune: int = 1000, chains: int = 4, target_accept: float = 0.9):
+        self.sample_kwargs = dict(draws=draws, tune=tune, chains=chains, target_accept=target_accept)
+        self._compiled = None
+        self._n_regions: int | None = None
+        self._center: float | None = None
+
+    def fit(self, data: ModelData, held_out, *, seed: int) -> xr.DataTree:
+        """Posterior of the multilevel model given every region of ``data`` but ``held_out``."""
+        import nutpie
+
+        regions = list(data.coords["region"])
+        if held_out not in regions:
+            raise ValueError(f"held_out region {held_out!r} is not one of the regions {regions}")
+        if self._compiled is None:
+            self._compiled = nutpie.compile_pymc_model(holdout_model(data))
+            self._n_regions, self._center = data.n_regions, data.income_center
+        if data.n_regions != self._n_regions:
+            raise ValueError(
+                f"this refitter was compiled for {self._n_regions} regions; the data have {data.n_regions}"
+            )
+        weight = np.array([0.0 if r == held_out else 1.0 for r in regions])
+        updates = {f"stat_{f}": getattr(data.region_stats, f) for f in _STAT_FIELDS}
+        updates.update(region_weight=weight, income_centred=data.income - self._center)
+        compiled = self._compiled.with_data(**updates)
+        return nutpie.sample(compiled, seed=int(seed), progress_bar=False, **self.sample_kwargs)
+
+
+def holdout_coverage(markets: Sequence, *, prob: float = 0.94, seed: int,
+                     refitter: HoldoutRefitter | None = None) -> pd.DataFrame:
+    """Hold out each region of each market in turn and check its predictive interval.
+
+    ``markets`` is a sequence of ``(label, Market)`` pairs of simulated markets (their
+    ``truth`` gives the true elasticities). For every region the multilevel model is
+    refitted without that region's rows, the region's elasticity is predicted from its
+    income alone, and the table records the equal-tailed ``prob`` interval and whether
+    it holds the true value.
+    """
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
+    refitter = refitter or HoldoutRefitter()
+    tail = (1 - prob) / 2
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, market in markets:
+        if market.truth is None:
+            raise ValueError(f"market {label!r} has no simulation truth to compare with")
+        data = prepare_data(market.to_dataframe())
+        truth = market.truth.region_elasticities
+        for j, region in enumerate(data.coords["region"]):
+            idata = refitter.fit(data, region, seed=int(rng.integers(2**31)))
+            pred = new_region_draws(idata, {"held_out": data.income[j]}, kind="multilevel", seed=int(rng.integers(2**31)))
+            draws = pred["beta"].values.ravel()
+            lower, upper = np.quantile(draws, [tail, 1 - tail])
+            true = truth[int(region)]
+            rows.append({
+                "market": label,
+                "region": region,
+                "income": data.income[j],
+                "n_obs": int(data.region_stats.n[j]),
+                "true_elasticity": true,
+                "pred_mean": draws.mean(),
+                "pred_sd": draws.std(),
+                "lower": lower,
+                "upper": upper,
+                "covered": bool(lower <= true <= upper),
+                "divergences": int(idata["sample_stats"]["diverging"].sum()),
+            })
+    return pd.DataFrame(rows)

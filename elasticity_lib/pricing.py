@@ -1,0 +1,239 @@
+"""From elasticities to prices: profit-maximising prices under posterior uncertainty.
+
+Demand follows the log-log model ``log q ~ Normal(alpha + beta log p, sigma)``, so the
+expected quantity at price ``p`` is the mean of a lognormal,
+
+    E[q | p] = exp(alpha + beta log p + sigma^2 / 2),
+
+and the expected profit per period at unit cost ``c`` is ``(p - c) E[q | p]``. With a
+constant elasticity ``beta < -1`` this is maximised at ``p* = c beta / (1 + beta)`` (the
+markup rule). When ``beta >= -1`` demand is inelastic: profit grows with price without
+bound and there is no finite optimum; such draws are counted, never turned into NaN or inf.
+
+Two ways to pick one price from a posterior:
+
+* plug-in: the optimum at the posterior means of the parameters;
+* Bayes: the price that maximises the posterior *expected* profit, searched within a
+  stated price range (a decision must stay where the model has seen data).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp
+
+__all__ = [
+    "optimal_price",
+    "expected_quantity",
+    "expected_profit",
+    "price_posterior",
+    "expected_profit_curve",
+    "choose_prices",
+    "profit_bands",
+]
+
+_SAMPLE_DIMS = ("chain", "draw")
+
+
+def _check_cost(cost: float) -> float:
+    cost = float(cost)
+    if not np.isfinite(cost) or cost <= 0:
+        raise ValueError(f"cost must be a finite, strictly positive unit cost, got {cost}")
+    return cost
+
+
+def _check_range(price_range) -> tuple[float, float]:
+    lo, hi = (float(v) for v in price_range)
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
+        raise ValueError(f"price_range must be (low, high) with 0 < low < high, got {tuple(price_range)}")
+    return lo, hi
+
+
+def optimal_price(elasticity, cost: float) -> np.ndarray:
+    """The profit-maximising price ``c * eta / (1 + eta)`` of a constant elasticity ``eta < -1``.
+
+    Raises ``ValueError`` for any ``eta >= -1``: inelastic demand has no finite optimum.
+    """
+    cost = _check_cost(cost)
+    eta = np.asarray(elasticity, dtype=float)
+    if not np.all(np.isfinite(eta)):
+        raise ValueError("elasticity must be finite")
+    if np.any(eta >= -1):
+        raise ValueError(
+            f"elasticity must be < -1 for a finite optimal price; got {eta[eta >= -1].ravel()[:5]} "
+            "(with |elasticity| <= 1 profit rises with price without bound)"
+        )
+    return cost * eta / (1 + eta)
+
+
+def expected_quantity(price, alpha, beta, sigma):
+    """Mean of the lognormal demand: ``exp(alpha + beta log p + sigma^2 / 2)`` (broadcasts)."""
+    return np.exp(alpha + beta * np.log(price) + np.square(sigma) / 2)
+
+
+def expected_profit(price, cost: float, alpha, beta, sigma):
+    """Expected profit per period ``(p - c) E[q | p]`` given the parameters (broadcasts)."""
+    return (price - _check_cost(cost)) * expected_quantity(price, alpha, beta, sigma)
+
+
+def _group_dim(effects: xr.Dataset, dim: str | None) -> str:
+    for var in ("alpha", "beta", "sigma"):
+        if var not in effects:
+            raise ValueError(f"effects lack {var!r}: pass alpha, beta (chain, draw, group) and sigma (chain, draw)")
+    extra = [d for d in effects["beta"].dims if d not in _SAMPLE_DIMS]
+    if dim is None:
+        if len(extra) != 1:
+            raise ValueError(f"cannot tell the group dimension of beta with dims {effects['beta'].dims}; pass dim=")
+        dim = extra[0]
+    if dim not in effects["beta"].dims:
+        raise ValueError(f"beta has no dimension {dim!r}")
+    return dim
+
+
+def _draw_arrays(effects: xr.Dataset, dim: str):
+    """alpha, beta of shape (draws, groups) and sigma of shape (draws, 1)."""
+    stack = effects.stack(sample=_SAMPLE_DIMS)
+    a = stack["alpha"].transpose("sample", dim).values
+    b = stack["beta"].transpose("sample", dim).values
+    s = stack["sigma"].transpose("sample", ...).values.reshape(-1, 1)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and np.all(np.isfinite(s))):
+        raise ValueError("effects hold non-finite draws")
+    return a, b, s
+
+
+def price_posterior(effects: xr.Dataset, cost: float, *, prob: float = 0.94, dim: str | None = None) -> pd.DataFrame:
+    """Posterior of the optimal price and of the profit it earns, one row per group.
+
+    ``share_no_optimum`` is the share of draws with ``beta >= -1`` (no finite optimum).
+    The price and profit columns summarise the other draws (``n_finite`` of them): mean,
+    median and equal-tailed ``prob`` interval of ``p* = c beta / (1 + beta)`` and of the
+    maximal expected profit ``(p* - c) E[q | p*]``. A group none of whose draws has a
+    finite optimum raises ``ValueError`` (use :func:`choose_prices` with a price range).
+    """
+    cost = _check_cost(cost)
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
+    dim = _group_dim(effects, dim)
+    a, b, s = _draw_arrays(effects, dim)
+    tail = (1 - prob) / 2
+    rows = []
+    for k, group in enumerate(effects[dim].values.tolist()):
+        finite = b[:, k] < -1
+        if not finite.any():
+            raise ValueError(
+                f"{dim} {group!r}: every posterior draw has elasticity >= -1, so no finite optimal price exists; "
+                "choose a price within a stated range with choose_prices"
+            )
+        price = optimal_price(b[finite, k], cost)
+        profit = expected_profit(price, cost, a[finite, k], b[finite, k], s[finite, 0])
+        p_lo, p_med, p_hi = np.quantile(price, [tail, 0.5, 1 - tail])
+        g_lo, g_med, g_hi = np.quantile(profit, [tail, 0.5, 1 - tail])
+        rows.append({dim: group, "share_no_optimum": 1 - finite.mean(), "n_finite": int(finite.sum()),
+                     "price_mean": price.mean(), "price_median": p_med, "price_lower": p_lo, "price_upper": p_hi,
+                     "profit_median": g_med, "profit_lower": g_lo, "profit_upper": g_hi})
+    return pd.DataFrame(rows).set_index(dim)
+
+
+def _log_mean_demand(log_p, a, b, s):
+    """log of the posterior mean of E[q | p] over draws, for one group (stable in logs)."""
+    return logsumexp(a + b * log_p + s**2 / 2) - np.log(a.size)
+
+
+def expected_profit_curve(effects: xr.Dataset, cost: float, prices, *, dim: str | None = None) -> xr.DataArray:
+    """Posterior expected profit ``E[(p - c) E[q | p]]`` on a price grid (dims: group, price)."""
+    cost = _check_cost(cost)
+    prices = np.asarray(prices, dtype=float)
+    if prices.ndim != 1 or prices.size == 0 or not np.all(np.isfinite(prices)) or np.any(prices <= 0):
+        raise ValueError("prices must be a non-empty 1-d array of finite, strictly positive prices")
+    dim = _group_dim(effects, dim)
+    a, b, s = _draw_arrays(effects, dim)
+    log_p = np.log(prices)
+    # one group at a time keeps memory at draws x prices
+    log_mean = np.stack([logsumexp(a[:, k, None] + b[:, k, None] * log_p + s**2 / 2, axis=0)
+                         for k in range(a.shape[1])])
+    values = (prices - cost) * np.exp(log_mean - np.log(a.shape[0]))
+    return xr.DataArray(values, dims=(dim, "price"), coords={dim: effects[dim].values, "price": prices},
+                        name="expected_profit")
+
+
+def choose_prices(effects: xr.Dataset, cost: float, price_range, *, dim: str | None = None,
+                  n_grid: int = 401) -> pd.DataFrame:
+    """The Bayes and the plug-in price of each group, both within ``price_range``.
+
+    * ``bayes_price`` maximises the posterior expected profit over ``price_range``
+      (a grid search refined by a bounded scalar optimiser);
+    * ``plugin_price`` maximises the profit at the posterior means of alpha, beta and
+      sigma, restricted to the same range (``plugin_unconstrained`` is False when the
+      mean elasticity is >= -1, where the plug-in optimum would be infinite).
+
+    ``*_expected_profit`` evaluates both under the full posterior, so ``regret`` (how
+    much expected profit the plug-in price gives up) is never negative; ``*_at_bound``
+    flags a price that sits on an end of the range.
+    """
+    cost = _check_cost(cost)
+    lo, hi = _check_range(price_range)
+    dim = _group_dim(effects, dim)
+    a, b, s = _draw_arrays(effects, dim)
+    grid = np.linspace(lo, hi, n_grid)
+    curve = expected_profit_curve(effects, cost, grid, dim=dim).values
+    rows = []
+    for k, group in enumerate(effects[dim].values.tolist()):
+
+        def neg_profit(p, k=k):
+            return -(p - cost) * np.exp(_log_mean_demand(np.log(p), a[:, k], b[:, k], s[:, 0]))
+
+        i = int(np.argmax(curve[k]))
+        left, right = grid[max(i - 1, 0)], grid[min(i + 1, n_grid - 1)]
+        best = minimize_scalar(neg_profit, bounds=(left, right), method="bounded", options={"xatol": 1e-9})
+        bayes = float(best.x) if -best.fun >= curve[k, i] else float(grid[i])
+        a_bar, b_bar, s_bar = a[:, k].mean(), b[:, k].mean(), s[:, 0].mean()
+        unconstrained = bool(b_bar < -1)
+        plugin = float(np.clip(optimal_price(b_bar, cost), lo, hi)) if unconstrained else hi
+        bayes_profit, plugin_profit = -neg_profit(bayes), -neg_profit(plugin)
+        rows.append({
+            dim: group,
+            "bayes_price": bayes,
+            "bayes_expected_profit": bayes_profit,
+            "bayes_at_bound": bool(np.isclose(bayes, lo) or np.isclose(bayes, hi)),
+            "plugin_price": plugin,
+            "plugin_expected_profit": plugin_profit,
+            "plugin_unconstrained": unconstrained,
+            "plugin_at_bound": bool(np.isclose(plugin, lo) or np.isclose(plugin, hi)),
+            "regret": max(bayes_profit - plugin_profit, 0.0),
+            "mean_elasticity": b_bar,
+            "share_no_optimum": float((b[:, k] >= -1).mean()),
+        })
+    return pd.DataFrame(rows).set_index(dim)
+
+
+def profit_bands(effects: xr.Dataset, cost: float, prices, *, prob: float = 0.94,
+                 dim: str | None = None) -> pd.DataFrame:
+    """Posterior bands of the expected profit ``(p - c) E[q | p]`` on a price grid.
+
+    One row per group and price: median and equal-tailed ``prob`` interval over draws,
+    and ``expected``, the posterior mean (the curve the Bayes price maximises).
+    """
+    cost = _check_cost(cost)
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
+    prices = np.asarray(prices, dtype=float)
+    mean_curve = expected_profit_curve(effects, cost, prices, dim=dim)
+    dim = mean_curve.dims[0]
+    a, b, s = _draw_arrays(effects, dim)
+    tail = (1 - prob) / 2
+    lower, median, upper = np.stack([
+        np.quantile(expected_profit(prices, cost, a[:, k, None], b[:, k, None], s), [tail, 0.5, 1 - tail], axis=0)
+        for k in range(a.shape[1])
+    ], axis=1)
+    groups = effects[dim].values
+    return pd.DataFrame({
+        dim: np.repeat(groups, len(prices)),
+        "price": np.tile(prices, len(groups)),
+        "profit_lower": lower.ravel(),
+        "profit_median": median.ravel(),
+        "profit_upper": upper.ravel(),
+        "expected": mean_curve.values.ravel(),
+    })

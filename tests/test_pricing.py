@@ -1,0 +1,148 @@
+"""Tests of optimal prices under posterior uncertainty."""
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy.optimize import minimize_scalar
+
+from elasticity_lib.pricing import (
+    choose_prices,
+    expected_profit,
+    expected_profit_curve,
+    optimal_price,
+    price_posterior,
+    profit_bands,
+)
+
+COST = 1.0
+
+
+def effects_from(alpha, beta, sigma, groups=("g",)):
+    """Effects Dataset from arrays of draws: alpha, beta (draws, groups), sigma (draws,)."""
+    alpha, beta = np.atleast_2d(np.asarray(alpha, float).T).T, np.atleast_2d(np.asarray(beta, float).T).T
+    sigma = np.asarray(sigma, float)
+    return xr.Dataset(
+        {"alpha": (("chain", "draw", "group"), alpha[None]), "beta": (("chain", "draw", "group"), beta[None]),
+         "sigma": (("chain", "draw"), sigma[None])},
+        coords={"group": list(groups)},
+    )
+
+
+@pytest.mark.parametrize("eta", [-1.2, -1.8, -3.0, -5.0])
+@pytest.mark.parametrize("cost", [0.5, 1.0, 2.0])
+def test_markup_rule_matches_a_numeric_optimiser(eta, cost):
+    analytic = float(optimal_price(eta, cost))
+    res = minimize_scalar(lambda p: -expected_profit(p, cost, 2.0, eta, 0.3), bounds=(cost, 50 * cost),
+                          method="bounded", options={"xatol": 1e-10})
+    assert analytic == pytest.approx(res.x, rel=1e-6)
+    assert analytic > cost
+
+
+def test_optimal_price_rejects_inelastic_demand_and_bad_cost():
+    with pytest.raises(ValueError, match="< -1"):
+        optimal_price([-2.0, -0.8], 1.0)
+    with pytest.raises(ValueError, match="< -1"):
+        optimal_price(-1.0, 1.0)
+    with pytest.raises(ValueError, match="cost"):
+        optimal_price(-2.0, 0.0)
+
+
+def test_degenerate_posterior_gives_the_analytic_optimum():
+    n = 50
+    eff = effects_from(np.full(n, 2.0), np.full(n, -3.0), np.full(n, 0.3))
+    table = choose_prices(eff, COST, (0.5, 3.0))
+    assert table.loc["g", "bayes_price"] == pytest.approx(1.5, rel=1e-6)
+    assert table.loc["g", "plugin_price"] == pytest.approx(1.5, rel=1e-12)
+    assert table.loc["g", "regret"] == pytest.approx(0.0, abs=1e-9)
+    post = price_posterior(eff, COST)
+    assert post.loc["g", "price_median"] == pytest.approx(1.5)
+    assert post.loc["g", "profit_median"] == pytest.approx(float(expected_profit(1.5, COST, 2.0, -3.0, 0.3)))
+
+
+def _bayes_price_normal(mean, cov, sigma, cost, bounds):
+    """Independent computation for jointly Normal (alpha, beta): closed-form posterior mean demand."""
+    def neg(p):
+        x = np.log(p)
+        m = mean[0] + mean[1] * x + sigma**2 / 2
+        v = cov[0, 0] + 2 * x * cov[0, 1] + x**2 * cov[1, 1]
+        return -(p - cost) * np.exp(m + v / 2)
+    return minimize_scalar(neg, bounds=bounds, method="bounded", options={"xatol": 1e-10}).x
+
+
+def test_bayes_price_matches_the_closed_form_for_normal_draws():
+    rng = np.random.default_rng(0)
+    mean = np.array([2.5, -2.2])
+    cov = np.array([[0.09, 0.0], [0.0, 0.25]])
+    draws = rng.multivariate_normal(mean, cov, size=100_000)
+    eff = effects_from(draws[:, 0], draws[:, 1], np.full(len(draws), 0.3))
+    table = choose_prices(eff, COST, (0.8, 3.0))
+    expected = _bayes_price_normal(mean, cov, 0.3, COST, (0.8, 3.0))
+    assert table.loc["g", "bayes_price"] == pytest.approx(expected, abs=0.01)
+    # the plug-in optimum ignores the uncertainty and lands elsewhere
+    assert table.loc["g", "plugin_price"] == pytest.approx(float(optimal_price(draws[:, 1].mean(), COST)))
+    assert table.loc["g", "bayes_price"] - table.loc["g", "plugin_price"] > 0.05
+    assert table.loc["g", "regret"] > 0
+    curve = expected_profit_curve(eff, COST, np.linspace(0.8, 3.0, 221))
+    assert table.loc["g", "bayes_expected_profit"] >= float(curve.max()) - 1e-12
+
+
+def test_inelastic_draws_are_counted_and_excluded():
+    rng = np.random.default_rng(1)
+    n = 4000
+    beta = np.column_stack([rng.normal(-1.3, 0.4, n), rng.normal(-3.0, 0.1, n)])
+    alpha = np.full((n, 2), 2.0)
+    eff = effects_from(alpha, beta, np.full(n, 0.3), groups=("weak", "strong"))
+    post = price_posterior(eff, COST, prob=0.9)
+    share = (beta[:, 0] >= -1).mean()
+    assert 0.1 < share < 0.4
+    assert post.loc["weak", "share_no_optimum"] == pytest.approx(share)
+    assert post.loc["weak", "n_finite"] == (beta[:, 0] < -1).sum()
+    finite_prices = COST * beta[beta[:, 0] < -1, 0] / (1 + beta[beta[:, 0] < -1, 0])
+    assert post.loc["weak", "price_median"] == pytest.approx(np.median(finite_prices))
+    assert post.loc["weak", "price_upper"] == pytest.approx(np.quantile(finite_prices, 0.95))
+    assert post.loc["strong", "share_no_optimum"] == 0.0
+    assert np.isfinite(post.to_numpy(dtype=float)).all()
+    chosen = choose_prices(eff, COST, (0.7, 2.5))
+    assert np.isfinite(chosen.select_dtypes("number").to_numpy()).all()
+    assert chosen.loc["weak", "share_no_optimum"] == pytest.approx(share)
+    bands = profit_bands(eff, COST, np.linspace(0.7, 2.5, 5))
+    assert np.isfinite(bands.select_dtypes("number").to_numpy()).all()
+
+
+def test_no_finite_optimum_anywhere_raises_but_a_range_still_chooses():
+    n = 100
+    eff = effects_from(np.full(n, 2.0), np.linspace(-0.9, -0.5, n), np.full(n, 0.3))
+    with pytest.raises(ValueError, match="group 'g': every posterior draw has elasticity >= -1"):
+        price_posterior(eff, COST)
+    chosen = choose_prices(eff, COST, (0.7, 2.5))
+    # profit rises with price for inelastic demand: both choices sit at the top of the range
+    assert chosen.loc["g", "bayes_price"] == pytest.approx(2.5)
+    assert chosen.loc["g", "plugin_price"] == 2.5
+    assert not chosen.loc["g", "plugin_unconstrained"]
+    assert chosen.loc["g", "bayes_at_bound"] and chosen.loc["g", "plugin_at_bound"]
+
+
+def test_profit_bands_against_direct_quantiles():
+    rng = np.random.default_rng(2)
+    n = 3000
+    alpha, beta, sigma = rng.normal(2.0, 0.1, n), rng.normal(-2.5, 0.2, n), np.abs(rng.normal(0.3, 0.01, n))
+    eff = effects_from(alpha, beta, sigma)
+    prices = np.array([1.0, 1.5, 2.0])
+    bands = profit_bands(eff, COST, prices, prob=0.8)
+    for i, p in enumerate(prices):
+        profit = (p - COST) * np.exp(alpha + beta * np.log(p) + sigma**2 / 2)
+        assert bands["profit_lower"].iloc[i] == pytest.approx(np.quantile(profit, 0.1))
+        assert bands["profit_upper"].iloc[i] == pytest.approx(np.quantile(profit, 0.9))
+        assert bands["expected"].iloc[i] == pytest.approx(profit.mean(), rel=1e-10)
+
+
+def test_input_errors():
+    eff = effects_from(np.full(10, 2.0), np.full(10, -3.0), np.full(10, 0.3))
+    with pytest.raises(ValueError, match="price_range"):
+        choose_prices(eff, COST, (2.0, 1.0))
+    with pytest.raises(ValueError, match="prices"):
+        expected_profit_curve(eff, COST, [1.0, 0.0])
+    with pytest.raises(ValueError, match="'sigma'"):
+        price_posterior(eff.drop_vars("sigma"), COST)
+    with pytest.raises(ValueError, match="non-finite"):
+        price_posterior(eff.assign(alpha=eff["alpha"] * np.inf), COST)
