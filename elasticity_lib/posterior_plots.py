@@ -27,6 +27,7 @@ __all__ = [
     "plot_forest",
     "plot_population_pair",
     "plot_ppc_models",
+    "plot_prior_vs_posterior",
 ]
 
 _TRUTH_STYLE = {"color": "crimson", "marker": "D", "s": 28, "zorder": 5, "gid": "truth"}
@@ -246,6 +247,33 @@ def plot_ppc_models(idatas: Mapping[str, xr.DataTree], *, num_samples: int = 50,
     for name in idatas:
         ax = pc.get_viz("plot", var_name=name)
         ax.set_xlabel("log quantity")
+        ax.set_ylabel("density")
+    fig = _figure(pc)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_prior_vs_posterior(prior: xr.DataTree, idata: xr.DataTree, var_names: Sequence[str], *,
+                            title: str = "Prior and posterior") -> Figure:
+    """Prior and posterior density of each variable in one panel (ArviZ's plot_prior_posterior).
+
+    ``prior`` is the output of :func:`elasticity_lib.predictive.sample_prior_predictive`;
+    ``idata`` is not modified. A posterior much narrower than its prior means the data
+    informed the parameter; one that looks like its prior means they did not.
+    """
+    var_names = list(var_names)
+    missing = [v for v in var_names if v not in prior["prior"].data_vars or v not in idata["posterior"].data_vars]
+    if missing:
+        raise ValueError(f"variables {missing} are missing from the prior or the posterior")
+    both = xr.DataTree.from_dict({
+        "posterior": idata["posterior"].to_dataset()[var_names],
+        "prior": prior["prior"].to_dataset()[var_names],
+    })
+    pc = az.plot_prior_posterior(both, var_names=var_names,
+                                 figure_kwargs={"figsize": (4.5 * len(var_names), 3.2), "layout": "constrained"})
+    for name in var_names:
+        ax = pc.get_viz("plot", var_name=name)
+        ax.set_xlabel(name)
         ax.set_ylabel("density")
     fig = _figure(pc)
     fig.suptitle(title)

@@ -17,6 +17,7 @@ from elasticity_lib.posterior_plots import (
     plot_ppc_models,
     plot_predictive_bands,
     plot_prior_predictive,
+    plot_prior_vs_posterior,
     plot_trace,
     ppc_tree,
 )
@@ -165,3 +166,16 @@ def test_ppc_models_one_panel_per_model(fake_fit, small_data):
 def test_ppc_models_needs_predictive_groups(fake_fit):
     with pytest.raises(ValueError, match="add_posterior_predictive"):
         plot_ppc_models({"bare": fake_fit})
+
+
+def test_prior_vs_posterior_one_panel_per_variable(prior, fake_fit):
+    fig = plot_prior_vs_posterior(prior, fake_fit, ["b1", "sigma"], title="Prior and posterior")
+    axes = _visible_axes(fig)
+    assert len(axes) == 2
+    assert [ax.get_xlabel() for ax in axes] == ["b1", "sigma"]
+    assert all(ax.get_ylabel() == "density" for ax in axes)
+    assert all(len(ax.lines) == 2 for ax in axes)  # one prior and one posterior curve each
+    assert fig._suptitle.get_text() == "Prior and posterior"
+    assert "prior" not in fake_fit.children
+    with pytest.raises(ValueError, match="missing"):
+        plot_prior_vs_posterior(prior, fake_fit, ["rho"])
