@@ -57,6 +57,13 @@ def _region_order(df: pd.DataFrame) -> list:
     return sorted(present)
 
 
+def _income_colours(income: pd.Series) -> dict:
+    """Viridis colour per region from its median income: dark is poor, yellow is rich."""
+    low, high = income.min(), income.max()
+    cmap = plt.get_cmap("viridis")
+    return {r: cmap(0.5 if high == low else 0.9 * (v - low) / (high - low)) for r, v in income.items()}
+
+
 def plot_demand_and_elasticity(
     price: ArrayLike,
     linear: tuple[float, float],
@@ -82,7 +89,7 @@ def plot_demand_and_elasticity(
             loglog_elasticity(x, *loglog),
         ),
     }
-    fig, (ax_q, ax_e) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    fig, (ax_q, ax_e) = plt.subplots(1, 2, figsize=(8, 3.4), layout="constrained")
     for (label, (quantity, elasticity)), color in zip(curves.items(), sns.color_palette(n_colors=2), strict=True):
         ax_q.plot(x, quantity, color=color, label=label)
         ax_e.plot(x, elasticity, color=color, label=label)
@@ -115,7 +122,7 @@ def plot_truth_vs_income(truth: SimulationTruth, income: pd.Series) -> Figure:
         ("elasticity", truth.elasticity_base, truth.elasticity_income_slope, "True region elasticities",
          r"elasticity $\beta_j$"),
     ]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), layout="constrained")
     for ax, (column, base, slope, title, ylabel) in zip(axes, panels, strict=True):
         sign = "-" if slope < 0 else "+"
         line_label = rf"population line ${base:g} {sign} {abs(slope):g}\,\mathrm{{income}}$"
@@ -141,7 +148,7 @@ def plot_store_series(df: pd.DataFrame, region_id) -> Figure:
         raise ValueError(f"region_id {region_id!r} has no rows; regions present: {_region_order(df)}")
     rows = rows.assign(region_store_id=rows["region_store_id"].astype(str))
     n_stores = rows["region_store_id"].nunique()
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True, layout="constrained")
+    fig, axes = plt.subplots(2, 1, figsize=(8, 5.2), sharex=True, layout="constrained")
     for ax, column in zip(axes, ["price", "quantities"], strict=True):
         sns.lineplot(data=rows, x="time_step", y=column, hue="region_store_id", marker="o", markersize=4,
                      ax=ax, legend=column == "price")
@@ -167,12 +174,12 @@ def plot_price_quantity_facets(df: pd.DataFrame, *, log: bool = False, col_wrap:
         raise ValueError(f"col_wrap must be at least 1, got {col_wrap}")
     order = _region_order(df)
     income = df.groupby("region_id", observed=True)["median_income"].first()
-    grid = sns.FacetGrid(df, col="region_id", col_order=order, col_wrap=col_wrap, height=2.6, aspect=1.2,
+    grid = sns.FacetGrid(df, col="region_id", col_order=order, col_wrap=col_wrap, height=2.2, aspect=1.15,
                          sharex=True, sharey=False)
     grid.map_dataframe(sns.scatterplot, x=x, y=y, s=12, alpha=0.5, edgecolor="none")
     for region_id, ax in zip(order, grid.axes.flat, strict=False):
-        ax.set_title(f"region {region_id} (income {income[region_id]:.1f}, n = {(df['region_id'] == region_id).sum()})",
-                     fontsize=10)
+        n_rows = int((df["region_id"] == region_id).sum())
+        ax.set_title(f"region {region_id}: income {income[region_id]:.1f}, n = {n_rows}", fontsize=9)
     grid.set_axis_labels(_LABELS[x], _LABELS[y])
     what = "Log quantity against log price" if log else "Quantity against price"
     grid.figure.suptitle(f"{what}, by region", y=1.02)
@@ -189,32 +196,34 @@ def plot_loglog_fits(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     order = _region_order(df)
     income = df.groupby("region_id", observed=True)["median_income"].first()
     if ax is None:
-        _, ax = plt.subplots(figsize=(9, 6), layout="constrained")
-    low, high = income.min(), income.max()
-    cmap = plt.get_cmap("viridis")
+        _, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
+    colours = _income_colours(income)
     for region_id in order:
         rows = df[df["region_id"] == region_id]
-        color = cmap(0.5 if high == low else 0.9 * (income[region_id] - low) / (high - low))
-        sns.regplot(data=rows, x="log_price", y="log_quantities", ci=None, ax=ax, color=color,
+        sns.regplot(data=rows, x="log_price", y="log_quantities", ci=None, ax=ax, color=colours[region_id],
                     scatter_kws={"s": 8, "alpha": 0.3},
                     line_kws={"linewidth": 2, "label": f"region {region_id} (income {income[region_id]:.1f})"})
     ax.set(title="Log quantity against log price, least-squares line per region",
            xlabel=_LABELS["log_price"], ylabel=_LABELS["log_quantities"])
-    ax.legend(title="region, coloured by income", ncols=3, fontsize=8)
+    ax.legend(title="region, coloured by income", ncols=3, fontsize=8, loc="lower left")
     return ax
 
 
 def plot_income_by_region(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """Median income of each region, each bar labelled with its number of stores and rows."""
+    """Median income of each region, each bar labelled with its number of stores and rows.
+
+    Bars are coloured by income with the same scale as :func:`plot_loglog_fits`.
+    """
     _require(df, ["region_id", "store_id", "median_income"])
     order = _region_order(df)
     summary = df.groupby("region_id", observed=True).agg(
         median_income=("median_income", "first"), stores=("store_id", "nunique"), rows=("median_income", "size")
     ).reindex(order)
     if ax is None:
-        _, ax = plt.subplots(figsize=(9, 4), layout="constrained")
+        _, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
     positions = np.arange(len(order))
-    bars = ax.bar(positions, summary["median_income"], color=sns.color_palette("viridis", n_colors=len(order)))
+    colours = _income_colours(summary["median_income"])
+    bars = ax.bar(positions, summary["median_income"], color=[colours[r] for r in order])
     ax.bar_label(bars, labels=[f"{s} stores\n{n} rows" for s, n in zip(summary["stores"], summary["rows"],
                                                                          strict=True)], fontsize=8)
     ax.set_xticks(positions, [str(r) for r in order])

@@ -110,7 +110,7 @@ def test_price_quantity_facets_one_per_region(df, log):
     assert len(fig.axes) == n_regions
     assert fig.get_suptitle()
     for region, ax in zip(df["region_id"].cat.categories, fig.axes, strict=True):
-        assert ax.get_title().startswith(f"region {region} ")
+        assert ax.get_title().startswith(f"region {region}: ")
         n = int((df["region_id"] == region).sum())
         assert len(ax.collections[0].get_offsets()) == n
     labels = {ax.get_xlabel() for ax in fig.axes} | {ax.get_ylabel() for ax in fig.axes}
@@ -152,6 +152,8 @@ def test_income_by_region(df):
     ax = plot_income_by_region(df)
     _assert_labelled(ax)
     heights = [p.get_height() for p in ax.patches]
+    colours = [p.get_facecolor() for p in ax.patches]
+    np.testing.assert_allclose(colours[int(np.argmax(heights))], plt.get_cmap("viridis")(0.9))
     expected = df.groupby("region_id", observed=True)["median_income"].first().to_numpy()
     np.testing.assert_allclose(heights, expected)
     stores = df.groupby("region_id", observed=True)["store_id"].nunique().to_numpy()
