@@ -114,8 +114,17 @@ def validate_table(df: pd.DataFrame) -> pd.DataFrame:
                 f"{_rows(out.index, wrong)} (e.g. {given[wrong][0]!r} for {labels[wrong][0]!r})"
             )
     out["region_store_id"] = labels
-    out["log_price"] = np.log(out["price"].to_numpy())
-    out["log_quantities"] = np.log(out["quantities"].to_numpy())
+    for log_col, col in (("log_price", "price"), ("log_quantities", "quantities")):
+        logged = np.log(out[col].to_numpy())
+        if log_col in out.columns:
+            given = pd.to_numeric(out[log_col], errors="coerce").to_numpy(dtype=float)
+            wrong = ~np.isclose(given, logged, rtol=1e-9, atol=1e-9)
+            if wrong.any():
+                raise ValueError(
+                    f"column '{log_col}' must equal log({col}); it disagrees in {_rows(out.index, wrong)}. "
+                    f"Drop the column to have it computed."
+                )
+        out[log_col] = logged
     return out
 
 

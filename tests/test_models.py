@@ -426,3 +426,22 @@ def test_convergence_report_flags_divergences_and_stuck_chains():
     stuck = convergence_report(fake_trace(np.random.default_rng(2), shift=3.0))
     assert stuck.max_rhat > 1.1 and not stuck.ok()
     assert stuck.worst_rhat.startswith("theta") and "y" in stuck.worst_rhat
+
+
+def test_convergence_report_flags_nan_rhat_on_varying_elements_and_skips_constant_ones():
+    import xarray as xr
+    from elasticity_lib.inference import convergence_report
+
+    rng = np.random.default_rng(3)
+    draws = rng.normal(size=(4, 300, 2))
+    draws[..., 0] = 1.0  # constant by construction, like a correlation diagonal
+    post = xr.Dataset({"c": (("chain", "draw", "k"), draws)})
+    stats = xr.Dataset({"diverging": (("chain", "draw"), np.zeros((4, 300), bool))})
+    report = convergence_report(xr.DataTree.from_dict({"posterior": post, "sample_stats": stats}))
+    assert np.isfinite(report.max_rhat) and report.max_rhat < 1.05
+    assert report.worst_rhat.startswith("c[")
+
+    draws[0, 0, 1] = np.nan  # a broken chain must not hide behind NaN-skipping
+    post = xr.Dataset({"c": (("chain", "draw", "k"), draws)})
+    report = convergence_report(xr.DataTree.from_dict({"posterior": post, "sample_stats": stats}))
+    assert not report.ok()

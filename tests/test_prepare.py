@@ -211,3 +211,13 @@ def test_any_bad_cell_is_reported_by_column_and_row(column, row, value):
 
 def test_required_columns_are_documented():
     assert REQUIRED_COLUMNS == ["region_id", "store_id", "price", "quantities", "median_income"]
+
+
+def test_log_columns_that_disagree_with_price_are_rejected(small_table):
+    from elasticity_lib.prepare import validate_table
+
+    bad = small_table.copy()
+    bad["log_price"] = bad["log_price"].astype(float)
+    bad.loc[bad.index[3], "log_price"] += 0.5
+    with pytest.raises(ValueError, match=r"log_price.*log\(price\).*rows \[3\]"):
+        validate_table(bad)
