@@ -159,7 +159,8 @@ def plot_forest(idatas: xr.DataTree | Mapping[str, xr.DataTree], var_name: str =
 
     Thick bars are 50% and thin bars ``prob`` highest density intervals. Several models
     (a dict of name to fit) are drawn side by side, one colour each. ``truth`` (one value
-    per region, in coordinate order) is marked by red diamonds.
+    per region, in coordinate order) is marked by a red vertical segment across the
+    region's rows.
     """
     multiple = not isinstance(idatas, xr.DataTree)  # (a DataTree is itself a Mapping)
     fits = idatas if multiple else {"model": idatas}
@@ -180,8 +181,10 @@ def plot_forest(idatas: xr.DataTree | Mapping[str, xr.DataTree], var_name: str =
             raise ValueError(f"truth must have one value per {dim} ({points.sizes[dim]}), got shape {truth.shape}")
         for i in range(points.sizes[dim]):
             artists = np.atleast_1d(points.isel({dim: i}).values)
-            y = np.mean([a.get_offsets()[0, 1] for a in artists])
-            ax.scatter([truth[i]], [y], label="true value" if i == 0 else None, **_TRUTH_STYLE)
+            ys = [a.get_offsets()[0, 1] for a in artists]
+            # a red segment through all the models' rows of this coordinate, behind the intervals
+            ax.plot([truth[i], truth[i]], [min(ys) - 0.3, max(ys) + 0.3], color=_TRUTH_STYLE["color"],
+                    lw=2, zorder=0, gid="truth", label="true value" if i == 0 else None)
         ax.legend(loc="lower left", fontsize=8)
     ax.set_xlabel(xlabel)
     fig.suptitle(title)

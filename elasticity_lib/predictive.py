@@ -65,7 +65,8 @@ def sample_prior_predictive(kind: str, data: ModelData, draws: int = 500, random
 def _posterior(idata: xr.DataTree) -> xr.Dataset:
     if "posterior" not in idata.children:
         raise ValueError("the DataTree has no 'posterior' group")
-    return idata["posterior"].to_dataset()
+    # as_numpy: samplers may return device arrays (JAX), which lack vectorised indexing
+    return idata["posterior"].to_dataset().as_numpy()
 
 
 def _level(post: xr.Dataset) -> tuple[str, str, str]:

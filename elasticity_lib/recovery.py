@@ -30,7 +30,7 @@ __all__ = ["interval_table", "coverage_threshold", "JointDistance", "joint_dista
 def _posterior(idata: xr.DataTree) -> xr.Dataset:
     if "posterior" not in idata.children:
         raise ValueError("the DataTree has no 'posterior' group")
-    return idata["posterior"].to_dataset()
+    return idata["posterior"].to_dataset().as_numpy()
 
 
 def _check_prob(prob: float) -> float:

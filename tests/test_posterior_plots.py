@@ -119,9 +119,16 @@ def test_forest_of_several_models_with_truth(fake_fit, small_data):
     forest = [ax for ax in fig.axes if ax.get_xlabel() == "elasticity"]
     assert len(forest) == 1
     ax = forest[0]
-    diamonds = [c for c in ax.collections if c.get_gid() == "truth"]
-    assert len(diamonds) == small_data.n_regions
-    np.testing.assert_allclose(sorted(d.get_offsets()[0, 0] for d in diamonds), sorted(truth))
+    segments = [ln for ln in ax.lines if ln.get_gid() == "truth"]
+    assert len(segments) == small_data.n_regions
+    np.testing.assert_allclose([ln.get_xdata()[0] for ln in segments], truth)
+    np.testing.assert_allclose([ln.get_xdata()[1] for ln in segments], truth)
+    # each segment spans the rows of both models' point estimates for its region, and no others
+    points = [c.get_offsets()[0] for c in ax.collections if len(c.get_offsets()) == 1]
+    assert len(points) == 2 * small_data.n_regions
+    for ln in segments:
+        low, high = sorted(ln.get_ydata())
+        assert sum(low <= p[1] <= high for p in points) == 2
     assert {t.get_text() for t in fig.legends[0].get_texts()} == {"one", "two"}
 
 

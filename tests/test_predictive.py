@@ -279,3 +279,17 @@ def test_missing_effects_are_reported(small_data):
         pointwise_log_likelihood(tree, small_data)
     with pytest.raises(ValueError, match="no 'posterior'"):
         pointwise_log_likelihood(xr.DataTree(), small_data)
+
+
+def test_device_arrays_from_jax_samplers_are_accepted(rows_fit, small_data):
+    """NumPyro fits hold JAX arrays, which xarray cannot index with 2-D indexers."""
+    jnp = pytest.importorskip("jax.numpy")
+    _, idata = rows_fit
+    post = idata["posterior"].to_dataset()
+    on_device = xr.Dataset({k: (v.dims, jnp.asarray(v.values)) for k, v in post.data_vars.items()}, coords=post.coords)
+    tree = xr.DataTree.from_dict({"posterior": on_device})
+    # (JAX may hold the draws in single precision unless 64-bit mode is on)
+    xr.testing.assert_allclose(predictive_bands(tree, small_data, n_points=3, seed=2),
+                               predictive_bands(idata, small_data, n_points=3, seed=2), rtol=1e-5)
+    np.testing.assert_allclose(pointwise_log_likelihood(tree, small_data).values,
+                               pointwise_log_likelihood(idata, small_data).values, rtol=1e-5, atol=1e-5)
