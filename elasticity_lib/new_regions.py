@@ -31,6 +31,7 @@ import xarray as xr
 
 from .likelihoods import marginal_group_loglik
 from .models import PRIORS, _income_lines
+from .predictive import posterior_predictive_draws, row_effects
 from .prepare import GroupStats, ModelData, prepare_data
 
 __all__ = [
@@ -51,12 +52,13 @@ _SAMPLE_DIMS = ("chain", "draw")
 
 
 def _posterior_dataset(idata) -> xr.Dataset:
+    """The posterior as a Dataset of NumPy arrays (samplers may hand back JAX arrays)."""
     if isinstance(idata, xr.Dataset):
-        return idata
+        return idata.as_numpy()
     if isinstance(idata, xr.DataTree):
         if "posterior" not in idata.children:
             raise ValueError("the DataTree has no 'posterior' group")
-        return idata["posterior"].to_dataset()
+        return idata["posterior"].to_dataset().as_numpy()
     raise TypeError(f"expected a DataTree from fit() or a posterior Dataset, got {type(idata).__name__}")
 
 
@@ -114,7 +116,8 @@ def predict_regions(idata, new_incomes: Mapping | None = None, *, kind: str, see
     Fitted regions keep exactly their posterior draws of ``alpha`` and ``beta``; new
     regions (``new_incomes``: name -> median income) get posterior predictive draws from
     :func:`new_region_draws`. ``sigma`` is carried along for demand predictions, and the
-    boolean coordinate ``observed`` tells the two kinds of region apart.
+    boolean coordinate ``observed`` tells the two kinds of region apart. Region labels
+    are returned as strings (fitted region 7 becomes ``"7"``).
     """
     post = _posterior_dataset(idata)
     for var in ("alpha", "beta", "sigma"):
@@ -124,49 +127,63 @@ def predict_regions(idata, new_incomes: Mapping | None = None, *, kind: str, see
     known = known.assign_coords(observed=("region", np.ones(known.sizes["region"], dtype=bool)))
     parts = [known]
     if new_incomes:
-        clash = [n for n in new_incomes if n in set(known["region"].values.tolist())]
+        fitted = {str(r) for r in known["region"].values.tolist()}
+        clash = [n for n in new_incomes if str(n) in fitted]
         if clash:
             raise ValueError(f"new region names {clash} are already fitted regions; pick other names")
         new = new_region_draws(post, new_incomes, kind=kind, seed=seed).drop_vars("income")
         parts.append(new.assign_coords(observed=("region", np.zeros(new.sizes["region"], dtype=bool))))
-    # an object index keeps the original labels of fitted regions next to new names
-    parts = [p.assign_coords(region=np.asarray(p["region"].values.tolist(), dtype=object)) for p in parts]
+    # one index of strings for fitted and new regions (a mixed index of ints and strings
+    # cannot be selected from with a list of labels)
+    parts = [p.assign_coords(region=[str(r) for r in p["region"].values.tolist()]) for p in parts]
     out = xr.concat(parts, dim="region", join="exact") if len(parts) > 1 else parts[0]
     return out.assign(sigma=post["sigma"])
 
 
 def demand_bands(effects: xr.Dataset, prices, *, prob: float = 0.94, seed) -> pd.DataFrame:
-    """Posterior predictive bands of quantity against price, one curve per region.
+    """Bands of quantity against price, one curve per region, fitted or new.
 
     ``effects`` holds ``alpha``, ``beta`` (dims chain, draw, region) and ``sigma`` (as
-    returned by :func:`predict_regions`). For each draw and price a quantity is drawn
-    from ``log q ~ Normal(alpha + beta log p, sigma)``; the table gives the equal-tailed
-    ``prob`` interval and the median of those quantities, and ``q_expected``, the
-    posterior mean of the expected quantity ``exp(alpha + beta log p + sigma^2 / 2)``.
+    returned by :func:`predict_regions`). One row per region and price with
+
+    ``curve_median``, ``curve_lower``, ``curve_upper``
+        median and equal-tailed ``prob`` interval of the median demand curve
+        ``exp(alpha + beta log p)``: the uncertainty about the region's curve;
+    ``pred_lower``, ``pred_upper``
+        the ``prob`` interval of a new period's quantity, ``log q ~ Normal(alpha + beta
+        log p, sigma)`` (one seeded draw per posterior draw);
+    ``expected``
+        the posterior mean of the expected quantity ``exp(alpha + beta log p + sigma^2 / 2)``.
+
+    The draws are made by :mod:`elasticity_lib.predictive`, the same code as the
+    posterior predictive checks of fitted regions.
     """
     if not 0 < prob < 1:
         raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
     prices = np.asarray(prices, dtype=float)
     if prices.ndim != 1 or prices.size == 0 or not np.all(np.isfinite(prices)) or np.any(prices <= 0):
         raise ValueError("prices must be a non-empty 1-d array of finite, strictly positive prices")
-    stacked = effects.stack(sample=_SAMPLE_DIMS).transpose("sample", ...)
-    a = stacked["alpha"].transpose("sample", "region").values[:, :, None]
-    b = stacked["beta"].transpose("sample", "region").values[:, :, None]
-    s = stacked["sigma"].values[:, None, None]
-    mu = a + b * np.log(prices)[None, None, :]
-    rng = np.random.default_rng(seed)
-    log_q = mu + s * rng.standard_normal(mu.shape)
+    tree = xr.DataTree.from_dict({"posterior": effects[["alpha", "beta", "sigma"]].as_numpy()})
+    n_regions = effects.sizes["region"]
+    dims = ("grid_region", "price_point")
+    group = xr.DataArray(np.repeat(np.arange(n_regions), prices.size).reshape(n_regions, -1), dims=dims)
+    log_price = xr.DataArray(np.broadcast_to(np.log(prices), group.shape).copy(), dims=dims)
+    mu, sigma = row_effects(tree, group, log_price)
+    draws = posterior_predictive_draws(tree, group, log_price, seed)
     tail = (1 - prob) / 2
-    lower, median, upper = np.quantile(np.exp(log_q), [tail, 0.5, 1 - tail], axis=0)
-    expected = np.exp(mu + s**2 / 2).mean(axis=0)
+    curve = np.exp(mu).quantile([tail, 0.5, 1 - tail], dim=_SAMPLE_DIMS).transpose("quantile", *dims).values
+    pred = np.exp(draws).quantile([tail, 1 - tail], dim=_SAMPLE_DIMS).transpose("quantile", *dims).values
+    expected = np.exp(mu + sigma**2 / 2).mean(_SAMPLE_DIMS).transpose(*dims).values
     regions = effects["region"].values
     return pd.DataFrame({
-        "region": np.repeat(regions, len(prices)),
-        "price": np.tile(prices, len(regions)),
-        "q_lower": lower.ravel(),
-        "q_median": median.ravel(),
-        "q_upper": upper.ravel(),
-        "q_expected": expected.ravel(),
+        "region": np.repeat(regions, prices.size),
+        "price": np.tile(prices, n_regions),
+        "curve_median": curve[1].ravel(),
+        "curve_lower": curve[0].ravel(),
+        "curve_upper": curve[2].ravel(),
+        "pred_lower": pred[0].ravel(),
+        "pred_upper": pred[1].ravel(),
+        "expected": expected.ravel(),
     })
 
 

@@ -81,6 +81,7 @@ def posterior_estimates(draws: xr.DataArray, prob: float = 0.94, dim: str = "sto
     _check_prob(prob)
     if dim not in draws.dims:
         raise ValueError(f"draws have dims {draws.dims}, not {dim!r}")
+    draws = draws.as_numpy()  # samplers may hand back JAX arrays
     tail = (1 - prob) / 2
     q = draws.quantile([tail, 1 - tail], dim=("chain", "draw"))
     return pd.DataFrame(

@@ -1,6 +1,7 @@
 """Tests of new-region predictions, demand bands and held-out refits."""
 
 import numpy as np
+import pandas as pd
 import pymc as pm
 import pytest
 import xarray as xr
@@ -51,7 +52,8 @@ def test_known_regions_are_exactly_their_posterior_draws():
     for var in ("alpha", "beta"):
         known = pred[var].sel(region=pred["observed"]).transpose("chain", "draw", "region")
         np.testing.assert_array_equal(known.values, idata.posterior[var].transpose("chain", "draw", "region").values)
-    assert pred["region"].values.tolist() == [*REGIONS, "new"]
+    assert pred["region"].values.tolist() == [*map(str, REGIONS), "new"]
+    np.testing.assert_array_equal(pred["beta"].sel(region="1").values, idata.posterior["beta"].sel(region=1).values)
     assert pred["observed"].values.tolist() == [True, True, True, False]
     np.testing.assert_array_equal(pred["sigma"].values, idata.posterior["sigma"].values)
 
@@ -144,7 +146,7 @@ def test_demand_bands_without_noise_follow_the_demand_curve():
     prices = np.array([0.8, 1.0, 1.7])
     bands = demand_bands(effects, prices, seed=1)
     expected = np.tile(np.exp(2.0 - 3.0 * np.log(prices)), len(REGIONS))
-    for col in ("q_lower", "q_median", "q_upper", "q_expected"):
+    for col in ("curve_median", "curve_lower", "curve_upper", "pred_lower", "pred_upper", "expected"):
         np.testing.assert_allclose(bands[col], expected, rtol=1e-12)
 
 
@@ -155,8 +157,10 @@ def test_demand_bands_expected_quantity_is_the_lognormal_mean():
     post = idata.posterior
     mu = post["alpha"] + post["beta"] * np.log(1.2)
     expected = np.exp(mu + post["sigma"] ** 2 / 2).mean(("chain", "draw")).values
-    np.testing.assert_allclose(bands["q_expected"], expected, rtol=1e-12)
-    assert (bands["q_lower"] < bands["q_median"]).all() and (bands["q_median"] < bands["q_upper"]).all()
+    np.testing.assert_allclose(bands["expected"], expected, rtol=1e-12)
+    np.testing.assert_allclose(bands["curve_median"], np.exp(mu).median(("chain", "draw")).values, rtol=1e-12)
+    assert (bands["pred_lower"] < bands["curve_lower"]).all() and (bands["curve_upper"] < bands["pred_upper"]).all()
+    assert (bands["curve_lower"] < bands["curve_median"]).all() and (bands["curve_median"] < bands["curve_upper"]).all()
     with pytest.raises(ValueError, match="prices"):
         demand_bands(effects, [1.0, -2.0], seed=1)
     with pytest.raises(ValueError, match="prob"):
@@ -231,3 +235,19 @@ def test_holdout_coverage_table(small_market, refitter):
     assert np.corrcoef(table["pred_mean"], table["true_elasticity"])[0, 1] > 0.9
     again = holdout_coverage([("m", small_market)], seed=3, refitter=refitter)
     assert again.equals(table)
+
+
+def test_posteriors_held_in_jax_arrays_are_accepted():
+    """NumPyro fits can leave JAX arrays in the posterior; results must not depend on it."""
+    jnp = pytest.importorskip("jax.numpy")
+    idata = fake_posterior("multilevel")
+    post = idata.posterior.to_dataset()
+    as_jax = post.copy(data={k: jnp.asarray(v.values) for k, v in post.data_vars.items()})
+    expected = predict_regions(idata, {"new": 4.0}, kind="multilevel", seed=1)
+    got = predict_regions(as_jax, {"new": 4.0}, kind="multilevel", seed=1)
+    # (JAX may hold float32 unless 64-bit mode is on, hence the tolerances)
+    np.testing.assert_allclose(got["beta"].values, expected["beta"].values, rtol=1e-6)
+    jax_effects = got.copy(data={k: jnp.asarray(v.values) for k, v in got.data_vars.items()})
+    bands = demand_bands(jax_effects.sel(region=["1", "new"]), [1.0, 1.5], seed=2)
+    ref = demand_bands(expected.sel(region=["1", "new"]), [1.0, 1.5], seed=2)
+    pd.testing.assert_frame_equal(bands, ref, rtol=1e-5)

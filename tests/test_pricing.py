@@ -5,7 +5,10 @@ import pytest
 import xarray as xr
 from scipy.optimize import minimize_scalar
 
+from scipy.special import logsumexp
+
 from elasticity_lib.pricing import (
+    _log_mean_exp,
     choose_prices,
     expected_profit,
     expected_profit_curve,
@@ -146,3 +149,9 @@ def test_input_errors():
         price_posterior(eff.drop_vars("sigma"), COST)
     with pytest.raises(ValueError, match="non-finite"):
         price_posterior(eff.assign(alpha=eff["alpha"] * np.inf), COST)
+
+
+def test_log_mean_exp_matches_scipy_and_does_not_overflow():
+    x = np.random.default_rng(3).normal(0, 50, size=(500, 4)) + np.array([0.0, 700.0, -700.0, 1000.0])
+    np.testing.assert_allclose(_log_mean_exp(x), logsumexp(x, axis=0) - np.log(500), rtol=1e-12)
+    assert np.isfinite(_log_mean_exp(x)).all()
