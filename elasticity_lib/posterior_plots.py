@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import arviz as az
+import graphviz
 import matplotlib.pyplot as plt
+import pymc as pm
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
@@ -28,6 +30,8 @@ __all__ = [
     "plot_population_pair",
     "plot_ppc_models",
     "plot_prior_vs_posterior",
+    "canonical_graph",
+    "model_graph",
 ]
 
 _TRUTH_STYLE = {"color": "crimson", "marker": "D", "s": 28, "zorder": 5, "gid": "truth"}
@@ -281,3 +285,47 @@ def plot_prior_vs_posterior(prior: xr.DataTree, idata: xr.DataTree, var_names: S
     fig = _figure(pc)
     fig.suptitle(title)
     return fig
+
+
+def canonical_graph(graph: graphviz.Digraph) -> graphviz.Digraph:
+    """The same graph with its statements in a fixed order.
+
+    :func:`pymc.model_to_graphviz` emits nodes, plates and edges in the order of Python
+    sets, which changes between interpreter sessions; Graphviz then numbers the elements
+    of its SVG differently and a notebook's output changes from run to run. Sorting the
+    top-level nodes, the plates (and the nodes inside each) and the edges gives a stable
+    drawing of the identical graph.
+    """
+    nodes, edges, plates, other = [], [], [], []
+    block: list[str] | None = None
+    for line in graph.body:
+        if block is not None:
+            block.append(line)
+            if line.strip() == "}":
+                plates.append(block)
+                block = None
+        elif line.lstrip().startswith("subgraph"):
+            block = [line]
+        elif " -> " in line:
+            edges.append(line)
+        elif "[" in line:
+            nodes.append(line)
+        else:
+            other.append(line)
+    if block is not None:
+        raise ValueError("unterminated subgraph in the graph body")
+
+    def sorted_plate(lines: list[str]) -> list[str]:
+        head, inner, tail = lines[0], lines[1:-1], lines[-1]
+        members = sorted(ln for ln in inner if not ln.strip().startswith("label="))
+        labels = [ln for ln in inner if ln.strip().startswith("label=")]
+        return [head, *members, *labels, tail]
+
+    out = graph.copy()
+    out.body = [*other, *sorted(nodes), *(ln for p in sorted(plates) for ln in sorted_plate(p)), *sorted(edges)]
+    return out
+
+
+def model_graph(model: pm.Model) -> graphviz.Digraph:
+    """:func:`pymc.model_to_graphviz` with a reproducible layout (see :func:`canonical_graph`)."""
+    return canonical_graph(pm.model_to_graphviz(model))

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from elasticity_lib.models import build_model
 from elasticity_lib.posterior_plots import (
+    canonical_graph,
+    model_graph,
     plot_forest,
     plot_population_pair,
     plot_ppc_models,
@@ -186,3 +189,34 @@ def test_prior_vs_posterior_one_panel_per_variable(prior, fake_fit):
     assert "prior" not in fake_fit.children
     with pytest.raises(ValueError, match="missing"):
         plot_prior_vs_posterior(prior, fake_fit, ["rho"])
+
+
+def _shuffled(graph, seed):
+    """The graph with nodes, plate members and edges in another order (as another session gives)."""
+    rng = np.random.default_rng(seed)
+    body = list(graph.body)
+    edges = [i for i, ln in enumerate(body) if " -> " in ln]
+    tops = [i for i, ln in enumerate(body) if ln.startswith("\t") and not ln.startswith("\t\t")
+            and "[" in ln and " -> " not in ln]
+    for idx in (edges, tops):
+        values = [body[i] for i in idx]
+        for i, j in zip(idx, rng.permutation(len(values))):
+            body[i] = values[j]
+    out = graph.copy()
+    out.body = body
+    return out
+
+
+@pytest.mark.parametrize("kind", ["baseline", "multilevel", "correlated"])
+def test_model_graph_is_canonical(small_data, kind):
+    import pymc as pm
+
+    model = build_model(kind, small_data, likelihood="rows")
+    raw = pm.model_to_graphviz(model)
+    graph = model_graph(model)
+    assert sorted(graph.body) == sorted(raw.body)  # the same statements, reordered
+    for seed in range(3):
+        assert canonical_graph(_shuffled(raw, seed)).source == graph.source
+    edges = [ln for ln in graph.body if " -> " in ln]
+    assert edges == sorted(edges)
+    assert graph.pipe(format="svg") == model_graph(model).pipe(format="svg")
