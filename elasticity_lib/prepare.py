@@ -86,10 +86,16 @@ def validate_table(df: pd.DataFrame) -> pd.DataFrame:
     if len(shared):
         store = shared.index[0]
         mask = (out["store_id"] == store).to_numpy()
-        regions = [_py(r) for r in pd.unique(out.loc[mask, "region_id"])]
+        region_of_rows = out.loc[mask, "region_id"]
+        regions = [_py(r) for r in pd.unique(region_of_rows)]
+        # the rows to show are those outside the store's most common region
+        main_region = region_of_rows.value_counts().index[0]
+        stray = mask.copy()
+        stray[mask] = (region_of_rows != main_region).to_numpy()
         raise ValueError(
-            f"column 'store_id': store {_py(store)!r} appears in more than one region {regions}, "
-            f"{_rows(out.index, mask)}; a store must belong to exactly one region"
+            f"column 'store_id': store {_py(store)!r} appears in more than one region {regions}; "
+            f"most of its rows are in region {_py(main_region)!r}, the others are {_rows(out.index, stray)}; "
+            "a store must belong to exactly one region"
         )
     incomes = out.groupby("region_id", observed=True, sort=False)["median_income"].nunique()
     varying = incomes[incomes > 1]

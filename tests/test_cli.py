@@ -210,8 +210,10 @@ def bad_store_in_two_regions(tmp_path, df):
     df.loc[first_other, "store_id"] = store
     df = df.drop(columns="region_store_id")
     regions = sorted({int(df["region_id"].iloc[0]), int(df.loc[first_other, "region_id"])})
-    # the message lists the store's rows from the first, as file lines (line 2 is the first row)
-    return _write(tmp_path, df), ["'store_id'", f"store {store}", f"more than one region {regions}", "rows [2, 3"]
+    # the message names the row outside the store's main region, as a file line (line 2 is the first row)
+    stray_line = df.index.get_loc(first_other) + 2
+    return _write(tmp_path, df), ["'store_id'", f"store {store}", f"more than one region {regions}",
+                                  f"the others are rows [{stray_line}]"]
 
 
 def bad_income_varies(tmp_path, df):

@@ -53,7 +53,8 @@ BAD_TABLES = {
     "boolean quantities": (lambda d: d.assign(quantities=True), r"column 'quantities' must be numeric, got booleans"),
     "store in two regions": (
         lambda d: with_value(d, "region_id", [101], "south"),
-        r"column 'store_id': store 10 appears in more than one region \['north', 'south'\], rows \[100, 101\]",
+        r"column 'store_id': store 10 appears in more than one region \['north', 'south'\]; most of its rows "
+        r"are in region 'north', the others are rows \[101\]",
     ),
     "income varying within region": (
         lambda d: with_value(d, "median_income", [104], 6.0),
