@@ -10,18 +10,20 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
-from .likelihoods import conditional_effects
+from .likelihoods import conditional_effects, group_information, outer_conditional
 from .models import model_spec
 from .prepare import GroupStats
 
-__all__ = ["SAMPLING_DEFAULTS", "JAX_CACHE_DIR", "fit", "add_group_effects", "convergence_report", "ConvergenceReport"]
+__all__ = ["SAMPLING_DEFAULTS", "JAX_CACHE_DIR", "NUTPIE_FROM_TERMS", "likelihood_terms", "fit", "add_group_effects", "convergence_report", "ConvergenceReport"]
 
 #: The book's sampler settings; ``fit`` applies them unless overridden.
 #:
 #: NumPyro won the measurements of ``benchmarks/inference.py`` for the book's fast model
-#: forms: its compiled sampler is kept in JAX's persistent compilation cache, so a new
-#: session pays compilation once per model structure, while nutpie's Numba entry points
-#: are compiled again in every new process (about 4-5 s on the benchmark machine).
+#: forms on the book's markets: its compiled sampler is kept in JAX's persistent
+#: compilation cache, so compilation is paid once per model and data set (running a
+#: chapter again reads it from disk), while nutpie's Numba entry points are compiled
+#: again in every new process (about 4-5 s on the benchmark machine). Large models go to
+#: nutpie (:data:`NUTPIE_FROM_TERMS`).
 #: PyMC's convergence warnings are off: :func:`convergence_report` is the book's check.
 SAMPLING_DEFAULTS: dict = {
     "nuts_sampler": "numpyro",
@@ -33,6 +35,13 @@ SAMPLING_DEFAULTS: dict = {
     "progressbar": False,
     "compute_convergence_checks": False,
 }
+
+#: Models whose likelihood has at least this many terms (rows of the row-level form,
+#: groups of the fast forms: stores of the store-level model) are sampled with nutpie
+#: unless a sampler is named. Their cost is the gradient, not the compilation, and
+#: nutpie's fused Numba loops evaluate it about three times faster than XLA on this
+#: CPU (10,000 stores: about 0.7 ms against 2.3 ms per gradient).
+NUTPIE_FROM_TERMS = 500
 
 #: Where compiled JAX programs are kept between sessions, unless JAX is told otherwise
 #: (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``).
@@ -57,20 +66,38 @@ def _prepare_jax() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
+def likelihood_terms(model: pm.Model) -> int:
+    """How many terms the model's likelihood sums: rows, stores or regions."""
+    spec = getattr(model, "elasticity_spec", None)
+    if spec is None:
+        return 0
+    if spec.likelihood == "rows":
+        return spec.data.n_obs
+    return spec.data.n_stores if spec.kind == "store_multilevel" else spec.data.n_regions
+
+
 def fit(model: pm.Model, **overrides) -> xr.DataTree:
     """Sample ``model`` with the book's defaults and return PyMC's ``DataTree``.
 
     Any keyword of :func:`pymc.sample` overrides a default (for example
-    ``nuts_sampler="nutpie"``). For a model built with the ``"marginal"`` likelihood, the
+    ``nuts_sampler="nutpie"``). Without one, models with at least
+    :data:`NUTPIE_FROM_TERMS` likelihood terms use nutpie. For a model built with the ``"marginal"`` likelihood, the
     integrated-out group effects are drawn afterwards from their exact conditional
     posterior (:func:`add_group_effects`), so the result carries ``alpha`` and ``beta``
     like the other forms.
     """
     kwargs = {**SAMPLING_DEFAULTS, **overrides}
-    if kwargs.get("nuts_sampler") in ("numpyro", "blackjax"):
+    if "nuts_sampler" not in overrides and likelihood_terms(model) >= NUTPIE_FROM_TERMS:
+        kwargs["nuts_sampler"] = "nutpie"
+    uses_jax = kwargs.get("nuts_sampler") in ("numpyro", "blackjax")
+    if uses_jax:
         _prepare_jax()
     with model:
         idata = pm.sample(**kwargs)
+    if uses_jax:
+        # PyMC hands back JAX device arrays; everything downstream expects NumPy
+        for name in list(idata.children):
+            idata[name] = xr.DataTree(idata[name].to_dataset().as_numpy())
     spec = getattr(model, "elasticity_spec", None)
     if spec is not None and spec.likelihood == "marginal":
         seed = kwargs.get("random_seed")
@@ -88,46 +115,114 @@ def _draw_gaussian_2d(rng, mean_a, mean_b, c11, c12, c22):
     return mean_a + l11 * e1, mean_b + l21 * e1 + l22 * e2
 
 
+#: Draws of group effects are made in blocks of at most this many (draw, group) pairs, so
+#: that memory stays bounded for ten thousand stores times four thousand draws (and the
+#: blocks stay in the CPU cache: 50,000 was three times faster than 2,000,000).
+_BLOCK_ELEMENTS = 50_000
+
+
+def _conditional_draws(rng, stats: GroupStats, m_a, m_b, s11, s12, s22, sigma):
+    """One exact draw of every group's (intercept, slope) per posterior draw.
+
+    ``m_a`` and ``m_b`` have shape ``(chain, draw, group)``; the prior covariance entries
+    and ``sigma`` have shape ``(chain, draw)`` or are plain numbers. Works through blocks
+    of draws, each a handful of arrays of at most ``_BLOCK_ELEMENTS`` numbers.
+    """
+    n_chain, n_draw, n_group = m_a.shape
+    a = np.empty((n_chain, n_draw, n_group))
+    b = np.empty((n_chain, n_draw, n_group))
+    per_draw = [np.asarray(v, dtype=float)[..., None] if np.ndim(v) else float(v) for v in (s11, s12, s22, sigma)]
+    step = max(1, _BLOCK_ELEMENTS // max(n_group, 1))
+    for c in range(n_chain):
+        for start in range(0, n_draw, step):
+            rows = slice(start, start + step)
+            s11_, s12_, s22_, sigma_ = (v[c, rows] if np.ndim(v) else v for v in per_draw)
+            moments = conditional_effects(stats, m_a[c, rows], m_b[c, rows], s11_, s12_, s22_, sigma_)
+            a[c, rows], b[c, rows] = _draw_gaussian_2d(rng, *np.broadcast_arrays(*moments))
+    return a, b
+
+
+def _nested_draws(rng, data, m_a, m_b, s11, s22, t11, t22, sigma):
+    """Exact draws of region effects, then of store effects, for the two-level marginal model.
+
+    Per posterior draw: the regions' (intercept, slope) from their conditional given the
+    income lines, the scales and all the stores' data (store effects integrated out);
+    then each store's from its conditional given its region's drawn effect. Returns
+    ``(alpha, beta, alpha_store, beta_store)``; works in blocks of draws like
+    :func:`_conditional_draws`.
+    """
+    n_chain, n_draw, n_region = m_a.shape
+    region_of_store = data.store_region_idx
+    n_store = len(region_of_store)
+    # sums over each region's stores: sort stores by region once (prepare_data already
+    # does), then add up runs
+    order = None if np.all(np.diff(region_of_store) >= 0) else np.argsort(region_of_store, kind="stable")
+    sorted_regions = region_of_store if order is None else region_of_store[order]
+    starts = np.searchsorted(sorted_regions, np.arange(n_region))
+    has_stores = np.bincount(region_of_store, minlength=n_region) > 0
+    stats = data.store_stats
+    out = [np.empty((n_chain, n_draw, n)) for n in (n_region, n_region, n_store, n_store)]
+    step = max(1, _BLOCK_ELEMENTS // max(n_store, 1))
+    for c in range(n_chain):
+        for start in range(0, n_draw, step):
+            rows = slice(start, start + step)
+            t11_, t22_, sigma_ = (v[c, rows, None] for v in (t11, t22, sigma))
+            info = group_information(stats, m_a[c, rows][:, region_of_store], m_b[c, rows][:, region_of_store],
+                                     t11_, 0.0, t22_, sigma_)
+            sums = []
+            for v in info:
+                # a trailing zero column makes every start a valid index, even for a region
+                # without stores (whose sum is then masked to zero)
+                padded = np.zeros((t11_.shape[0], n_store + 1))
+                v = np.broadcast_to(v, (t11_.shape[0], n_store))
+                padded[:, :n_store] = v if order is None else v[:, order]
+                sums.append(np.where(has_stores, np.add.reduceat(padded, starts, axis=1), 0.0))
+            moments = outer_conditional(m_a[c, rows], m_b[c, rows], *sums, s11[c, rows, None], 0.0, s22[c, rows, None])
+            alpha, beta = _draw_gaussian_2d(rng, *np.broadcast_arrays(*moments))
+            store_moments = conditional_effects(stats, alpha[:, region_of_store], beta[:, region_of_store],
+                                                t11_, 0.0, t22_, sigma_)
+            alpha_s, beta_s = _draw_gaussian_2d(rng, *np.broadcast_arrays(*store_moments))
+            for arr, value in zip(out, (alpha, beta, alpha_s, beta_s)):
+                arr[c, rows] = value
+    return tuple(out)
+
+
 def add_group_effects(idata: xr.DataTree, model: pm.Model, seed=None) -> xr.DataTree:
     """Add the group effects that a marginal model integrated out, drawn per posterior draw.
 
     Given the population parameters and sigma of each draw, a group's intercept and
     slope are bivariate Normal (the conjugate update of its prior by its statistics), so
-    one exact draw per posterior draw gives samples from their joint posterior.
+    one exact draw per posterior draw gives samples from their joint posterior. For the
+    store-level model, regions are drawn first (stores integrated out), then stores given
+    their region's draw.
     """
     spec = model_spec(model)
     post = idata["posterior"].dataset
     rng = np.random.default_rng(seed)
     data = spec.data
 
-    def stats_on(stats: GroupStats, dim: str) -> GroupStats:
-        return GroupStats(*(xr.DataArray(getattr(stats, f), dims=dim) for f in ("n", "mx", "my", "cxx", "cxy", "cyy")))
+    def values(name: str, *dims: str) -> np.ndarray:
+        return np.asarray(post[name].transpose("chain", "draw", *dims).values, dtype=float)
 
-    region_coord = {"region": data.coords["region"]}
     if spec.kind in ("multilevel", "correlated"):
-        m_a = post["alpha_mean"]
-        m_b = post["beta_mean"]
+        m_a = values("alpha_mean", "region")
+        m_b = values("beta_mean", "region")
         if spec.kind == "multilevel":
-            s11, s12, s22 = post["sigma_a"] ** 2, 0.0, post["sigma_b"] ** 2
+            s11, s12, s22 = values("sigma_a") ** 2, 0.0, values("sigma_b") ** 2
         else:
             chol = post["chol_region"]
             # chol_region is stored as the packed lower triangle [l00, l10, l11]
-            l00, l10, l11 = (chol.isel({chol.dims[-1]: i}) for i in range(3))
+            l00, l10, l11 = (np.asarray(chol.isel({chol.dims[-1]: i}).transpose("chain", "draw").values) for i in range(3))
             s11, s12, s22 = l00**2, l00 * l10, l10**2 + l11**2
-        stats = stats_on(data.region_stats, "region")
-        stats = GroupStats(*(a.assign_coords(region_coord) for a in vars(stats).values()))
-        mean_a, mean_b, c11, c12, c22 = conditional_effects(stats, m_a, m_b, s11, s12, s22, post["sigma"])
-        a, b = _draw_gaussian_2d(rng, *(np.asarray(v.transpose("chain", "draw", "region")) for v in (mean_a, mean_b, c11, c12, c22)))
+        a, b = _conditional_draws(rng, data.region_stats, m_a, m_b, s11, s12, s22, values("sigma"))
         new = {"alpha": (("chain", "draw", "region"), a), "beta": (("chain", "draw", "region"), b)}
     elif spec.kind == "store_multilevel":
-        store_region = xr.DataArray(data.store_region_idx, dims="store")
-        m_a = post["alpha"].isel(region=store_region)
-        m_b = post["beta"].isel(region=store_region)
-        stats = stats_on(data.store_stats, "store")
-        mean_a, mean_b, c11, c12, c22 = conditional_effects(
-            stats, m_a, m_b, post["sigma_store_a"] ** 2, 0.0, post["sigma_store_b"] ** 2, post["sigma"])
-        a, b = _draw_gaussian_2d(rng, *(np.asarray(v.transpose("chain", "draw", "store")) for v in (mean_a, mean_b, c11, c12, c22)))
-        new = {"alpha_store": (("chain", "draw", "store"), a), "beta_store": (("chain", "draw", "store"), b)}
+        a, b, a_s, b_s = _nested_draws(
+            rng, data, values("alpha_mean", "region"), values("beta_mean", "region"),
+            values("sigma_a") ** 2, values("sigma_b") ** 2, values("sigma_store_a") ** 2,
+            values("sigma_store_b") ** 2, values("sigma"))
+        new = {"alpha": (("chain", "draw", "region"), a), "beta": (("chain", "draw", "region"), b),
+               "alpha_store": (("chain", "draw", "store"), a_s), "beta_store": (("chain", "draw", "store"), b_s)}
     else:
         raise ValueError(f"model kind {spec.kind!r} has no marginalised effects")
     coords = {"chain": post["chain"].values, "draw": post["draw"].values, "region": data.coords["region"]}

@@ -13,7 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["residual_sum_of_squares", "normal_group_loglik", "marginal_group_loglik", "conditional_effects"]
+__all__ = [
+    "residual_sum_of_squares",
+    "normal_group_loglik",
+    "marginal_group_loglik",
+    "conditional_effects",
+    "group_information",
+    "outer_marginal_correction",
+    "outer_conditional",
+]
 
 LOG_2PI = float(np.log(2 * np.pi))
 
@@ -90,3 +98,76 @@ def conditional_effects(stats, m_alpha, m_beta, s11, s12, s22, sigma):
     c12 = (k["a22"] * s12 - k["a12"] * s22) / k["det_a"]
     c22 = (-k["a21"] * s12 + k["a11"] * s22) / k["det_a"]
     return mean_alpha, mean_beta, c11, c12, c22
+
+
+# --- two nested levels: stores within regions -------------------------------------------
+#
+# With store effects theta_s ~ Normal(theta_r, T) around their region's effect and region
+# effects theta_r ~ Normal(m_r, S), both levels can be integrated out. Seen as a function
+# of its region's effect, the marginal likelihood of one store's rows (store effect
+# integrated out) is exactly Gaussian:
+#
+#     log p(y_s | theta_r) = log p(y_s | m_r) + h_s'd - d'J_s d / 2,   d = theta_r - m_r,
+#
+# with J_s = X_s' V_s^-1 X_s and h_s = X_s' V_s^-1 (y_s - X_s m_r), V_s = sigma^2 I + X_s T X_s'.
+# Summing J_s and h_s over a region's stores and integrating d ~ Normal(0, S) adds
+#
+#     -log det(I + S J) / 2 + h' (I + S J)^-1 S h / 2
+#
+# per region. Everything is 2x2 algebra on the store statistics.
+
+
+def group_information(stats, m_alpha, m_beta, t11, t12, t22, sigma):
+    """Each group's Gaussian information about its parent's effect, after integrating its own.
+
+    For groups (stores) whose effects are ``Normal(parent effect, T)``, returns
+    ``(j11, j12, j22, h1, h2)``: the precision ``J = X'V^-1 X`` and the score
+    ``h = X'V^-1 (y - X m)`` at the parent mean ``m = (m_alpha, m_beta)``. With
+    ``A = I + T G / sigma^2`` (``G = X'X``), ``J = G A^-1 / sigma^2`` and ``h = A'^-1 u / sigma^2``.
+    """
+    k = _shrinkage(stats, m_alpha, m_beta, t11, t12, t22, sigma)
+    g11, g12, g22 = _gram(stats)
+    scale = k["det_a"] * k["sig2"]
+    j11 = (g11 * k["a22"] - g12 * k["a21"]) / scale
+    j12 = (g12 * k["a11"] - g11 * k["a12"]) / scale
+    j22 = (g22 * k["a11"] - g12 * k["a12"]) / scale
+    h1 = (k["a22"] * k["u1"] - k["a21"] * k["u2"]) / scale
+    h2 = (k["a11"] * k["u2"] - k["a12"] * k["u1"]) / scale
+    return j11, j12, j22, h1, h2
+
+
+def _outer(j11, j12, j22, h1, h2, s11, s12, s22):
+    """B = I + S J, det B and q = B^-1 S h for summed information (J, h) and prior covariance S."""
+    b11 = 1 + s11 * j11 + s12 * j12
+    b12 = s11 * j12 + s12 * j22
+    b21 = s12 * j11 + s22 * j12
+    b22 = 1 + s12 * j12 + s22 * j22
+    det_b = b11 * b22 - b12 * b21
+    v1 = s11 * h1 + s12 * h2
+    v2 = s12 * h1 + s22 * h2
+    q1 = (b22 * v1 - b12 * v2) / det_b
+    q2 = (-b21 * v1 + b11 * v2) / det_b
+    return b11, b12, b21, b22, det_b, q1, q2
+
+
+def outer_marginal_correction(xp, j11, j12, j22, h1, h2, s11, s12, s22):
+    """What integrating a parent effect ~ Normal(m, S) adds to its children's log-likelihood.
+
+    ``(j.., h..)`` are the children's information summed per parent (see
+    :func:`group_information`); returns ``-log det(I + S J) / 2 + h'(I + S J)^-1 S h / 2``.
+    """
+    _, _, _, _, det_b, q1, q2 = _outer(j11, j12, j22, h1, h2, s11, s12, s22)
+    return -0.5 * xp.log(det_b) + 0.5 * (h1 * q1 + h2 * q2)
+
+
+def outer_conditional(m_alpha, m_beta, j11, j12, j22, h1, h2, s11, s12, s22):
+    """Mean and covariance of a parent's (intercept, slope) given its children's data.
+
+    The conditional posterior is Normal with covariance ``(I + S J)^-1 S`` and mean
+    ``m + (I + S J)^-1 S h``. NumPy; returns ``(mean_alpha, mean_beta, c11, c12, c22)``.
+    """
+    b11, b12, b21, b22, det_b, q1, q2 = _outer(j11, j12, j22, h1, h2, s11, s12, s22)
+    c11 = (b22 * s11 - b12 * s12) / det_b
+    c12 = (b22 * s12 - b12 * s22) / det_b
+    c22 = (-b21 * s12 + b11 * s22) / det_b
+    return m_alpha + q1, m_beta + q2, c11, c12, c22

@@ -24,10 +24,10 @@ Each model can be written with three likelihoods that define the same posterior:
     The same likelihood evaluated on per-group statistics (count, means, centred sums):
     its cost does not depend on the number of rows.
 ``"marginal"``
-    The lowest-level Gaussian group effects are integrated out analytically, which
-    removes the funnel between the group effects and their scale. The effects are drawn
-    afterwards from their exact conditional posterior (:func:`elasticity_lib.inference.fit`
-    does this).
+    The Gaussian group effects are integrated out analytically (for ``store_multilevel``
+    both the store and the region level), which removes the funnel between the group
+    effects and their scale. The effects are drawn afterwards from their exact
+    conditional posterior (:func:`elasticity_lib.inference.fit` does this).
 
 Income is centred inside the models at the mean region income ``c``: the sampler works
 with ``a0_centred = a0 + a1 c`` (and ``b0_centred``), whose posterior is nearly
@@ -45,7 +45,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from .likelihoods import marginal_group_loglik, normal_group_loglik
+from .likelihoods import group_information, marginal_group_loglik, normal_group_loglik, outer_marginal_correction
 from .prepare import GroupStats, ModelData
 
 __all__ = ["MODEL_KINDS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec", "build_model", "model_spec", "PRIORS"]
@@ -86,6 +86,7 @@ class ModelSpec:
     kind: str
     likelihood: str
     data: ModelData
+    centre_income: bool = True
 
 
 def model_spec(model: pm.Model) -> ModelSpec:
@@ -101,11 +102,23 @@ def _as_tensor_stats(stats: GroupStats) -> GroupStats:
                         for f in ("n", "mx", "my", "cxx", "cxy", "cyy")))
 
 
-def _income_lines(data: ModelData, dims: str = "region"):
-    """Population intercept and slope lines in centred income; book parameters as deterministics."""
+def _income_lines(data: ModelData, dims: str = "region", centre: bool = True):
+    """Population intercept and slope lines in centred income; book parameters as deterministics.
+
+    ``centre=False`` samples ``a0`` and ``b0`` directly against raw income, as the
+    reference notebook did (same prior, same posterior, harder geometry): kept for the
+    benchmark of the reference set-up.
+    """
     c = data.income_center
     a1 = pm.Normal("a1", 0.0, PRIORS["a1_sd"])
     b1 = pm.Normal("b1", 0.0, PRIORS["b1_sd"])
+    if not centre:
+        a0 = pm.Normal("a0", 0.0, PRIORS["a0_sd"])
+        b0 = pm.Normal("b0", 0.0, PRIORS["b0_sd"])
+        income = pm.Data("income", data.income, dims=dims)
+        m_alpha = pm.Deterministic("alpha_mean", a0 + a1 * income, dims=dims)
+        m_beta = pm.Deterministic("beta_mean", b0 + b1 * income, dims=dims)
+        return m_alpha, m_beta
     a0_centred = pm.Normal("a0_centred", mu=c * a1, sigma=PRIORS["a0_sd"])
     b0_centred = pm.Normal("b0_centred", mu=c * b1, sigma=PRIORS["b0_sd"])
     pm.Deterministic("a0", a0_centred - c * a1)
@@ -127,7 +140,7 @@ def _sufficient_likelihood(stats: GroupStats, alpha, beta, sigma) -> None:
     pm.Potential("loglik", normal_group_loglik(pt, _as_tensor_stats(stats), alpha, beta, sigma).sum())
 
 
-def _baseline(data: ModelData, likelihood: str) -> None:
+def _baseline(data: ModelData, likelihood: str, centre_income: bool = True) -> None:
     alpha = pm.Normal("alpha", 0.0, PRIORS["baseline_sd"], dims="region")
     beta = pm.Normal("beta", 0.0, PRIORS["baseline_sd"], dims="region")
     sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
@@ -139,8 +152,8 @@ def _baseline(data: ModelData, likelihood: str) -> None:
         raise ValueError("the baseline model has no group-level prior to marginalise: use 'rows' or 'sufficient'")
 
 
-def _multilevel(data: ModelData, likelihood: str) -> None:
-    m_alpha, m_beta = _income_lines(data)
+def _multilevel(data: ModelData, likelihood: str, centre_income: bool = True) -> None:
+    m_alpha, m_beta = _income_lines(data, centre=centre_income)
     sigma_a = pm.Exponential("sigma_a", PRIORS["region_sd_rate"])
     sigma_b = pm.Exponential("sigma_b", PRIORS["region_sd_rate"])
     sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
@@ -158,8 +171,8 @@ def _multilevel(data: ModelData, likelihood: str) -> None:
         _sufficient_likelihood(data.region_stats, alpha, beta, sigma)
 
 
-def _correlated(data: ModelData, likelihood: str) -> None:
-    m_alpha, m_beta = _income_lines(data)
+def _correlated(data: ModelData, likelihood: str, centre_income: bool = True) -> None:
+    m_alpha, m_beta = _income_lines(data, centre=centre_income)
     chol, corr, stds = pm.LKJCholeskyCov(
         "chol_region", n=2, eta=PRIORS["lkj_eta"],
         sd_dist=pm.HalfNormal.dist(PRIORS["correlated_region_sd"], shape=2), compute_corr=True,
@@ -183,10 +196,27 @@ def _correlated(data: ModelData, likelihood: str) -> None:
         _sufficient_likelihood(data.region_stats, alpha, beta, sigma)
 
 
-def _store_multilevel(data: ModelData, likelihood: str) -> None:
-    m_alpha, m_beta = _income_lines(data)
+def _store_multilevel(data: ModelData, likelihood: str, centre_income: bool = True) -> None:
+    m_alpha, m_beta = _income_lines(data, centre=centre_income)
     sigma_a = pm.Exponential("sigma_a", PRIORS["region_sd_rate"])
     sigma_b = pm.Exponential("sigma_b", PRIORS["region_sd_rate"])
+    region_of_store = data.store_region_idx
+    if likelihood == "marginal":
+        # Both levels integrated out: each store's effects given its region's, then each
+        # region's given the income lines (see likelihoods.group_information). Only the
+        # population parameters and the scales are sampled.
+        sigma_store_a = pm.Exponential("sigma_store_a", PRIORS["store_sd_rate"])
+        sigma_store_b = pm.Exponential("sigma_store_b", PRIORS["store_sd_rate"])
+        sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
+        stats = _as_tensor_stats(data.store_stats)
+        m_a, m_b = m_alpha[region_of_store], m_beta[region_of_store]
+        t11, t22 = sigma_store_a**2, sigma_store_b**2
+        stores = marginal_group_loglik(pt, stats, m_a, m_b, t11, 0.0, t22, sigma)
+        info = group_information(stats, m_a, m_b, t11, 0.0, t22, sigma)
+        per_region = [pt.inc_subtensor(pt.zeros(data.n_regions)[region_of_store], v) for v in info]
+        regions = outer_marginal_correction(pt, *per_region, sigma_a**2, 0.0, sigma_b**2)
+        pm.Potential("loglik", stores.sum() + regions.sum())
+        return
     z_a = pm.Normal("z_a", 0.0, 1.0, dims="region")
     z_b = pm.Normal("z_b", 0.0, 1.0, dims="region")
     alpha = pm.Deterministic("alpha", m_alpha + sigma_a * z_a, dims="region")
@@ -194,13 +224,6 @@ def _store_multilevel(data: ModelData, likelihood: str) -> None:
     sigma_store_a = pm.Exponential("sigma_store_a", PRIORS["store_sd_rate"])
     sigma_store_b = pm.Exponential("sigma_store_b", PRIORS["store_sd_rate"])
     sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
-    region_of_store = data.store_region_idx
-    if likelihood == "marginal":
-        stats = _as_tensor_stats(data.store_stats)
-        pm.Potential("loglik", marginal_group_loglik(
-            pt, stats, alpha[region_of_store], beta[region_of_store],
-            sigma_store_a**2, 0.0, sigma_store_b**2, sigma).sum())
-        return
     zs_a = pm.Normal("z_store_a", 0.0, 1.0, dims="store")
     zs_b = pm.Normal("z_store_b", 0.0, 1.0, dims="store")
     alpha_s = pm.Deterministic("alpha_store", alpha[region_of_store] + sigma_store_a * zs_a, dims="store")
@@ -219,13 +242,18 @@ _BUILDERS = {
 }
 
 
-def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None = None) -> pm.Model:
+def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None = None, *,
+                centre_income: bool = True) -> pm.Model:
     """Build one of the book's models on prepared data.
 
     ``likelihood`` picks the form of the same model (see the module docstring); ``None``
     takes the fast default of :data:`DEFAULT_LIKELIHOOD`. Use ``"rows"`` for prior and
     posterior predictive sampling, which needs an observed variable.
+    ``centre_income=False`` samples ``a0``, ``b0`` on raw income (the reference set-up,
+    kept for benchmarks); the priors and the posterior are the same either way.
     """
+    if not isinstance(centre_income, bool):
+        raise ValueError(f"centre_income must be True or False, got {centre_income!r}")
     if kind not in _BUILDERS:
         raise ValueError(f"unknown model kind {kind!r}; choose one of {list(MODEL_KINDS)}")
     likelihood = likelihood or DEFAULT_LIKELIHOOD[kind]
@@ -239,6 +267,6 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
     if likelihood == "rows":
         coords["obs"] = data.coords["obs"]
     with pm.Model(coords=coords) as model:
-        _BUILDERS[kind](data, likelihood)
-    model.elasticity_spec = ModelSpec(kind=kind, likelihood=likelihood, data=data)
+        _BUILDERS[kind](data, likelihood, centre_income)
+    model.elasticity_spec = ModelSpec(kind=kind, likelihood=likelihood, data=data, centre_income=centre_income)
     return model

@@ -42,10 +42,11 @@ FREE_RVS = {
     ("correlated", "marginal"): POPULATION + ["chol_region", "sigma"],
     ("store_multilevel", "rows"): POPULATION + ["sigma_a", "sigma_b", "z_a", "z_b", "sigma_store_a", "sigma_store_b", "sigma", "z_store_a", "z_store_b"],
     ("store_multilevel", "sufficient"): POPULATION + ["sigma_a", "sigma_b", "z_a", "z_b", "sigma_store_a", "sigma_store_b", "sigma", "z_store_a", "z_store_b"],
-    ("store_multilevel", "marginal"): POPULATION + ["sigma_a", "sigma_b", "z_a", "z_b", "sigma_store_a", "sigma_store_b", "sigma"],
+    ("store_multilevel", "marginal"): POPULATION + ["sigma_a", "sigma_b", "sigma_store_a", "sigma_store_b", "sigma"],
 }
 COMBINATIONS = list(FREE_RVS)
-KINDS_WITH_MARGINAL = ["multilevel", "correlated", "store_multilevel"]
+# one level integrated out; the store-level model integrates out two (tested in test_fast.py)
+ONE_LEVEL_MARGINAL = ["multilevel", "correlated"]
 
 
 # --- builders: names, dims, coords ---------------------------------------------------
@@ -73,7 +74,7 @@ def test_builders_have_the_expected_variables_dims_and_coords(small_data, kind, 
         np.testing.assert_allclose(model["income_centred"].get_value(), small_data.income - small_data.income_center)
     if kind == "correlated":
         assert "rho" in model.named_vars
-    if not (kind in ("multilevel", "correlated") and likelihood == "marginal"):
+    if likelihood != "marginal":
         assert dims["alpha"] == ("region",) and dims["beta"] == ("region",)
     if kind == "store_multilevel":
         assert list(model.coords["store"]) == small_data.coords["store"]
@@ -194,19 +195,16 @@ def marginal_parts(kind, data, values):
         l00, l10, l11 = values["chol_region"]
         chol = np.array([[l00, 0.0], [l10, l11]])
         return data.region_idx, values["alpha_mean"], values["beta_mean"], chol @ chol.T
-    cov = np.diag([values["sigma_store_a"] ** 2, values["sigma_store_b"] ** 2])
-    region = data.store_region_idx
-    return data.store_idx, values["alpha"][region], values["beta"][region], cov
+    raise ValueError(kind)
 
 
 NEEDED = {
     "multilevel": ["alpha_mean", "beta_mean", "sigma_a", "sigma_b", "sigma"],
     "correlated": ["alpha_mean", "beta_mean", "chol_region", "sigma"],
-    "store_multilevel": ["alpha", "beta", "sigma_store_a", "sigma_store_b", "sigma"],
 }
 
 
-@pytest.mark.parametrize("kind", KINDS_WITH_MARGINAL)
+@pytest.mark.parametrize("kind", ONE_LEVEL_MARGINAL)
 def test_marginal_log_density_is_the_gaussian_integral(small_data, kind):
     model = build_model(kind, small_data, "marginal")
     logp = model.compile_logp(**FAST)
@@ -329,20 +327,14 @@ def synthetic_posterior(kind, data, n_draws, rng):
     """A posterior with two chains, each holding one fixed set of population parameters."""
     chains = []
     for _ in range(2):
-        if kind == "store_multilevel":
-            p = {
-                "alpha": rng.normal(1.0, 0.2, data.n_regions), "beta": rng.normal(-3.0, 0.5, data.n_regions),
-                "sigma_store_a": rng.uniform(0.05, 0.3), "sigma_store_b": rng.uniform(0.1, 0.6), "sigma": rng.uniform(0.2, 0.5),
-            }
+        p = {
+            "alpha_mean": rng.normal(1.0, 0.2, data.n_regions), "beta_mean": rng.normal(-3.0, 0.5, data.n_regions),
+            "sigma": rng.uniform(0.2, 0.5),
+        }
+        if kind == "multilevel":
+            p |= {"sigma_a": rng.uniform(0.05, 0.3), "sigma_b": rng.uniform(0.1, 0.6)}
         else:
-            p = {
-                "alpha_mean": rng.normal(1.0, 0.2, data.n_regions), "beta_mean": rng.normal(-3.0, 0.5, data.n_regions),
-                "sigma": rng.uniform(0.2, 0.5),
-            }
-            if kind == "multilevel":
-                p |= {"sigma_a": rng.uniform(0.05, 0.3), "sigma_b": rng.uniform(0.1, 0.6)}
-            else:
-                p |= {"chol_region": np.array([rng.uniform(0.05, 0.3), rng.normal(0.0, 0.2), rng.uniform(0.1, 0.5)])}
+            p |= {"chol_region": np.array([rng.uniform(0.05, 0.3), rng.normal(0.0, 0.2), rng.uniform(0.1, 0.5)])}
         chains.append(p)
     ds = {}
     for name in chains[0]:
@@ -354,7 +346,7 @@ def synthetic_posterior(kind, data, n_draws, rng):
     return xr.DataTree.from_dict({"posterior": posterior}), chains
 
 
-@pytest.mark.parametrize("kind", KINDS_WITH_MARGINAL)
+@pytest.mark.parametrize("kind", ONE_LEVEL_MARGINAL)
 def test_added_group_effects_follow_their_exact_conditional(small_data, kind):
     # 3,000 exact draws per chain: each posterior mean is within 5 standard errors
     # sqrt(C_ii / n) of the brute-force conditional mean, and each sample covariance
@@ -364,11 +356,11 @@ def test_added_group_effects_follow_their_exact_conditional(small_data, kind):
     model = build_model(kind, small_data, "marginal")
     idata, chains = synthetic_posterior(kind, small_data, n, rng)
     idata = add_group_effects(idata, model, seed=123)
-    a_name, b_name, dim = ("alpha_store", "beta_store", "store") if kind == "store_multilevel" else ("alpha", "beta", "region")
+    a_name, b_name, dim = "alpha", "beta", "region"
     post = idata["posterior"]
     assert post[a_name].dims == ("chain", "draw", dim) and post[b_name].dims == ("chain", "draw", dim)
     assert list(post[a_name][dim].values) == small_data.coords[dim]
-    groups = small_data.store_idx if kind == "store_multilevel" else small_data.region_idx
+    groups = small_data.region_idx
     for c, p in enumerate(chains):
         values = {k: np.asarray(v) for k, v in p.items()}
         groups_, m_a, m_b, cov = marginal_parts(kind, small_data, values)
