@@ -8,7 +8,8 @@ Usage (from the repository root):
 Compares two ways of refitting without region j:
 
 - rebuild: ``prepare_data`` on the table without region j, ``build_model("multilevel")``
-  and ``fit`` (PyMC compiles a new model for every refit);
+  and ``fit`` (a new model is built and compiled, or loaded from the sampler's cache,
+  for every refit);
 - reuse: :class:`elasticity_lib.new_regions.HoldoutRefitter`, which compiles once and
   swaps the data of later refits with nutpie's ``with_data``.
 
