@@ -12,15 +12,22 @@ market (``simulate_market(seed=REFERENCE_SEED)``) twice, with the same chains, d
 tuning steps, target acceptance and seed:
 
 (a) the reference set-up: one Normal term per row, raw (uncentred) income, NumPyro's
-    NUTS through ``pm.sample(nuts_sampler="numpyro")``;
-(b) the book's defaults: ``fit(build_model(kind, data))``.
+    NUTS through ``pm.sample(nuts_sampler="numpyro")``, as the reference notebook ran it
+    (no persistent compilation cache);
+(b) the book's defaults: ``fit(build_model(kind, data))``, once as a session on this
+    machine finds it (JAX's compilation cache filled by an earlier run) and, for the
+    multilevel model, once with an empty cache (the first run on a new machine).
 
 It prints the wall time of the fit (building, compiling and sampling), the sampling time
 the sampler itself reports (NumPyro's includes its JIT compilation; nutpie's does not),
 the smallest bulk effective sample size over the parameters both set-ups report, that
 ESS per second of wall time, divergences and the largest r_hat, then the ratios (a)/(b).
 
-Part 2 fits the multilevel model (9 regions) on 10k, 100k and 1M rows, and the
+Part 2 fits the multilevel model on the reference market with each sampler (nutpie,
+NumPyro, PyMC's own NUTS) and each likelihood form (rows, sufficient statistics,
+marginal); this is the measurement behind the defaults.
+
+Part 3 fits the multilevel model (9 regions) on 10k, 100k and 1M rows, and the
 store-level model on 1k and 10k stores (1M rows each), with the book's defaults.
 
 The output is also written to ``benchmarks/results/inference.txt`` with the machine and
@@ -36,6 +43,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,7 +72,9 @@ def _diagnostics(idata) -> dict:
     names = [n for n in BOOK_PARAMETERS if n in post.data_vars]
     summary = az.summary(idata, var_names=names, kind="diagnostics", round_to="none")
     stats = idata["sample_stats"].dataset
+    steps = float(stats["n_steps"].mean()) if "n_steps" in stats else float("nan")
     return {
+        "steps": steps,
         "min_ess_bulk": float(summary["ess_bulk"].min()),
         "worst": str(summary["ess_bulk"].idxmin()),
         "max_rhat": float(summary["r_hat"].max()),
@@ -73,9 +83,9 @@ def _diagnostics(idata) -> dict:
     }
 
 
-def run_compare_case(kind: str, setup: str) -> dict:
+def run_compare_case(kind: str, setup: str, sampler: str | None = None, likelihood: str | None = None) -> dict:
     t0 = time.perf_counter()
-    from elasticity_lib.inference import fit
+    from elasticity_lib.inference import SAMPLING_DEFAULTS, fit
     from elasticity_lib.models import build_model
     from elasticity_lib.prepare import prepare_data
     from elasticity_lib.simulation import REFERENCE_SEED, simulate_market
@@ -83,10 +93,16 @@ def run_compare_case(kind: str, setup: str) -> dict:
     data = prepare_data(simulate_market(seed=REFERENCE_SEED).to_dataframe())
     t1 = time.perf_counter()
     if setup == "reference":
-        import pymc.sampling.jax  # noqa: F401  (sets up one XLA device per chain before JAX starts)
+        import pymc as pm
+        import pymc.sampling.jax  # noqa: F401  (one XLA device per chain, before JAX starts)
 
         model = build_model(kind, data, likelihood="rows", centre_income=False)
-        idata = fit(model, nuts_sampler="numpyro", nuts={"chain_method": "parallel"})
+        same = {k: SAMPLING_DEFAULTS[k] for k in ("chains", "draws", "tune", "target_accept", "random_seed", "progressbar")}
+        with model:
+            idata = pm.sample(nuts_sampler="numpyro", **same)
+    elif setup == "sampler":
+        model = build_model(kind, data, likelihood=likelihood)
+        idata = fit(model, nuts_sampler=sampler, **({"cores": 2} if sampler == "pymc" else {}))
     else:
         model = build_model(kind, data)
         idata = fit(model)
@@ -124,12 +140,13 @@ def run_imports_only() -> dict:
 # --- the driver ------------------------------------------------------------------------
 
 
-def in_child(case: dict) -> dict:
+def in_child(case: dict, env: dict | None = None) -> dict:
     """Run one case in a fresh interpreter and return its JSON result (or the failure)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--case", json.dumps(case)]
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CASE_TIMEOUT_S, cwd=ROOT)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CASE_TIMEOUT_S, cwd=ROOT,
+                              env={**os.environ, **(env or {})})
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {CASE_TIMEOUT_S} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -168,15 +185,41 @@ def _fmt(x, spec: str) -> str:
     return format(x, spec) if isinstance(x, (int, float)) else str(x)
 
 
+def _row(label: str, setup: str, r: dict) -> str:
+    if "error" in r:
+        return f"{label:<11} {setup:<17} {r['error']}"
+    r["ess_per_s"] = r["min_ess_bulk"] / r["wall_s"]
+    return (f"{label:<11} {setup:<17} {r['wall_s']:>7.1f} {r['sampling_s']:>10.2f} {r['steps']:>6.0f} {r['min_ess_bulk']:>8.0f} "
+            f"{r['ess_per_s']:>8.1f} {r['divergences']:>4} {r['max_rhat']:>9.3f}  {r['worst']}")
+
+
+COMPARE_HEADER = (f"{'model':<11} {'set-up':<17} {'wall s':>7} {'sampling s':>10} {'steps':>6} {'min ESS':>8} {'ESS/s':>8} "
+                  f"{'div':>4} {'max r_hat':>9}  worst ESS")
+SAMPLER_FORMS = [("nutpie", "rows"), ("nutpie", "sufficient"), ("nutpie", "marginal"),
+                 ("numpyro", "rows"), ("numpyro", "sufficient"), ("numpyro", "marginal"),
+                 ("pymc", "sufficient"), ("pymc", "marginal")]
+SCALE_CASES = [
+    ("multilevel", dict(n_regions=9, stores_mu=10.0, time_steps_mu=90.0), 1),
+    ("multilevel", dict(n_regions=9, stores_mu=10.0, time_steps_mu=900.0), 2),
+    ("multilevel", dict(n_regions=9, stores_mu=10.0, time_steps_mu=9000.0), 3),
+    ("store_multilevel", dict(n_regions=50, stores_mu=18.0, time_steps_mu=1000.0,
+                              store_intercept_sd=0.05, store_elasticity_sd=0.1), 4),
+    ("store_multilevel", dict(n_regions=100, stores_mu=98.0, time_steps_mu=100.0,
+                              store_intercept_sd=0.05, store_elasticity_sd=0.1), 5),
+]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--skip-reference", action="store_true", help="fit only the fast defaults in part 1")
-    parser.add_argument("--skip-scaling", action="store_true", help="leave out part 2")
+    parser.add_argument("--skip-samplers", action="store_true", help="leave out part 2")
+    parser.add_argument("--skip-scaling", action="store_true", help="leave out part 3")
     parser.add_argument("--output", type=Path, default=None,
                         help=f"where to write the printed tables (default: {RESULTS.relative_to(ROOT)} for a full run)")
     args = parser.parse_args(argv)
-    if args.output is None and not (args.skip_reference or args.skip_scaling):
+    partial = args.skip_reference or args.skip_samplers or args.skip_scaling
+    if args.output is None and not partial:
         args.output = RESULTS
 
     if args.case:
@@ -186,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
 
-    from elasticity_lib.inference import SAMPLING_DEFAULTS
+    from elasticity_lib.inference import NUTPIE_FROM_TERMS, SAMPLING_DEFAULTS
     from elasticity_lib.models import DEFAULT_LIKELIHOOD
 
     lines: list[str] = []
@@ -198,50 +241,55 @@ def main(argv: list[str] | None = None) -> None:
     for line in machine_header():
         say(line)
     d = SAMPLING_DEFAULTS
-    say(f"sampling: {d['chains']} chains x {d['draws']} draws after {d['tune']} tuning steps, "
-        f"target_accept {d['target_accept']}, seed {d['random_seed']}, in both set-ups")
-    say("(a) reference: row-level likelihood, raw income, NumPyro (pm.sample(nuts_sampler='numpyro'))")
-    say(f"(b) ours: fit(build_model(kind, data)): sampler {d['nuts_sampler']}, likelihood "
-        + ", ".join(f"{k} {v}" for k, v in DEFAULT_LIKELIHOOD.items() if k in MODELS))
-    say("wall: fresh process, fit only (build, compile, sample, post-process); sampling: as the sampler reports it")
+    say(f"sampling everywhere: {d['chains']} chains x {d['draws']} draws after {d['tune']} tuning steps, "
+        f"target_accept {d['target_accept']}, seed {d['random_seed']}")
+    say("(a) reference: row-level likelihood, raw income, NumPyro via pm.sample, no persistent compilation cache")
+    say(f"(b) ours: fit(build_model(kind, data)): {d['nuts_sampler']} (nutpie from {NUTPIE_FROM_TERMS} likelihood "
+        "terms), likelihood " + ", ".join(f"{k} {v}" for k, v in DEFAULT_LIKELIHOOD.items()))
+    say("    'ours' reads JAX's compilation cache filled by an earlier run; 'ours, empty cache' starts without it")
+    say("wall: fit in a fresh process (build, compile, sample, post-process); sampling: as the sampler reports it")
+    say("(NumPyro's sampling time includes its JIT compilation, nutpie's does not); ESS: smallest bulk ESS over")
+    say("the book's parameters (a0, a1, b0, b1, scales, sigma, alpha, beta, rho); ESS/s: that ESS per wall second;")
+    say("steps: mean leapfrog steps per draw")
     base = in_child({"what": "imports"})
     say(f"peak memory of a process that only imports the library: {_fmt(base.get('peak_rss_mb'), '.0f')} MB")
     say()
 
-    say("Part 1. Reference market (simulate_market(seed=REFERENCE_SEED))")
-    header = f"{'model':<11} {'set-up':<10} {'rows':>5} {'wall s':>7} {'sampling s':>10} {'min ESS':>8} {'ESS/s':>8} {'div':>4} {'max r_hat':>9}  worst ESS"
-    say(header)
-    say("-" * len(header))
+    say("Part 1. Reference set-up against ours, reference market (2,469 rows, 9 regions, 103 stores)")
+    say(COMPARE_HEADER)
+    say("-" * len(COMPARE_HEADER))
     results: dict[tuple[str, str], dict] = {}
     for kind in MODELS:
-        setups = ["ours"] if args.skip_reference else ["reference", "ours"]
-        for setup in setups:
-            r = in_child({"what": "compare", "kind": kind, "setup": "reference" if setup == "reference" else "fast"})
-            results[(kind, setup)] = r
-            if "error" in r:
-                say(f"{kind:<11} {setup:<10} {r['error']}")
-                continue
-            r["ess_per_s"] = r["min_ess_bulk"] / r["wall_s"]
-            say(f"{kind:<11} {setup:<10} {r['rows']:>5} {r['wall_s']:>7.1f} {r['sampling_s']:>10.2f} "
-                f"{r['min_ess_bulk']:>8.0f} {r['ess_per_s']:>8.1f} {r['divergences']:>4} {r['max_rhat']:>9.3f}  {r['worst']}")
+        runs = [("ours", {"setup": "fast"}, None)]
+        if not args.skip_reference:
+            runs.insert(0, ("reference", {"setup": "reference"}, None))
+        if kind == "multilevel":
+            runs.append(("ours, empty cache", {"setup": "fast"},
+                         {"JAX_COMPILATION_CACHE_DIR": tempfile.mkdtemp(prefix="jax-cache-")}))
+        for label, case, env in runs:
+            r = in_child({"what": "compare", "kind": kind, **case}, env=env)
+            results[(kind, label)] = r
+            say(_row(kind, label, r))
     say()
 
+    if not args.skip_samplers:
+        say("Part 2. Samplers and likelihood forms, multilevel model, reference market (centred income)")
+        say("(PyMC's own NUTS on the row-level form is left out: several minutes)")
+        say(COMPARE_HEADER)
+        say("-" * len(COMPARE_HEADER))
+        for sampler, likelihood in SAMPLER_FORMS:
+            r = in_child({"what": "compare", "kind": "multilevel", "setup": "sampler", "sampler": sampler,
+                          "likelihood": likelihood})
+            say(_row("multilevel", f"{sampler} {likelihood}", r))
+        say()
+
     if not args.skip_scaling:
-        say("Part 2. Scaling with the book's defaults (fresh process per case)")
-        cases = [
-            ("multilevel", dict(n_regions=9, stores_mu=10.0, time_steps_mu=90.0), 1),
-            ("multilevel", dict(n_regions=9, stores_mu=10.0, time_steps_mu=900.0), 2),
-            ("multilevel", dict(n_regions=9, stores_mu=10.0, time_steps_mu=9000.0), 3),
-            ("store_multilevel", dict(n_regions=50, stores_mu=18.0, time_steps_mu=1000.0,
-                                      store_intercept_sd=0.05, store_elasticity_sd=0.1), 4),
-            ("store_multilevel", dict(n_regions=100, stores_mu=98.0, time_steps_mu=100.0,
-                                      store_intercept_sd=0.05, store_elasticity_sd=0.1), 5),
-        ]
+        say("Part 3. Scaling with the book's defaults (fresh process per case)")
         header = (f"{'model':<17} {'rows':>9} {'regions':>7} {'stores':>6} {'data s':>6} {'fit s':>6} "
                   f"{'sampling s':>10} {'peak MB':>7} {'min ESS':>7} {'div':>4} {'max r_hat':>9}")
         say(header)
         say("-" * len(header))
-        for kind, config, seed in cases:
+        for kind, config, seed in SCALE_CASES:
             r = in_child({"what": "scale", "kind": kind, "config": config, "seed": seed})
             if "error" in r:
                 say(f"{kind:<17} {r['error']}")
@@ -249,22 +297,25 @@ def main(argv: list[str] | None = None) -> None:
             say(f"{kind:<17} {r['rows']:>9,} {r['regions']:>7} {r['stores']:>6} {r['data_s']:>6.1f} {r['wall_s']:>6.1f} "
                 f"{r['sampling_s']:>10.2f} {r['peak_rss_mb']:>7.0f} {r['min_ess_bulk']:>7.0f} {r['divergences']:>4} "
                 f"{r['max_rhat']:>9.3f}")
-        say("data s: simulate the market, build the table and prepare the model inputs; fit s: build, compile, sample")
+        say("data s: simulate the market, build its table, prepare the model inputs; fit s: build, compile, sample,")
+        say("draw the integrated-out effects; peak MB: the process's maximum resident memory")
         say()
 
     say(f"load average at end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     speedup = None
     if not args.skip_reference:
-        say("Ratios (a)/(b): wall time of the fit, and ESS per second (b)/(a)")
+        say("Ratios reference / ours: wall time of the fit, and ESS per second")
         for kind in MODELS:
-            a, b = results.get((kind, "reference"), {}), results.get((kind, "ours"), {})
-            if "wall_s" in a and "wall_s" in b:
-                ratio = a["wall_s"] / b["wall_s"]
-                say(f"  {kind:<11} wall {ratio:6.1f}x   ESS/s {b['ess_per_s'] / a['ess_per_s']:6.1f}x")
-                if kind == "multilevel":
-                    speedup = ratio
-            else:
-                say(f"  {kind:<11} not available")
+            a = results.get((kind, "reference"), {})
+            for label in ("ours", "ours, empty cache"):
+                b = results.get((kind, label), {})
+                if "wall_s" in a and "wall_s" in b:
+                    ratio = a["wall_s"] / b["wall_s"]
+                    say(f"  {kind:<11} {label:<17} wall {ratio:6.1f}x   ESS/s {b['ess_per_s'] / a['ess_per_s']:6.1f}x")
+                    if kind == "multilevel" and label == "ours":
+                        speedup = ratio
+                elif (kind, label) in results:
+                    say(f"  {kind:<11} {label:<17} not available")
         say(f"multilevel speedup: {speedup:.1f}" if speedup is not None else "multilevel speedup: not available")
 
     if args.output:
