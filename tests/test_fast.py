@@ -285,3 +285,27 @@ def test_store_level_effects_are_drawn_from_their_exact_conditional(small_data):
             sample_cov = np.cov(drawn.T)
             se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
             assert np.all(np.abs(sample_cov - cov) < 5 * se_cov), (c, r)
+
+
+def test_store_level_draws_do_not_depend_on_the_order_of_stores(small_data):
+    # Region draws add up each region's stores; with the stores listed in another order
+    # (not grouped by region) the sums, and so the region draws, must be the same.
+    import dataclasses
+
+    perm = np.random.default_rng(3).permutation(small_data.n_stores)  # old store k -> new position perm[k]
+    region_of_new = np.empty_like(small_data.store_region_idx)
+    region_of_new[perm] = small_data.store_region_idx
+    assert np.any(np.diff(region_of_new) < 0)
+    shuffled = dataclasses.replace(small_data, store_idx=perm[small_data.store_idx], store_region_idx=region_of_new,
+                                   coords={**small_data.coords, "store": list(np.asarray(small_data.coords["store"])[np.argsort(perm)])})
+    rng = np.random.default_rng(4)
+    post = xr.Dataset({"alpha_mean": (("chain", "draw", "region"), rng.normal(1.0, 0.1, (2, 50, small_data.n_regions))),
+                       "beta_mean": (("chain", "draw", "region"), rng.normal(-3.0, 0.2, (2, 50, small_data.n_regions))),
+                       **{k: (("chain", "draw"), rng.uniform(0.05, 0.3, (2, 50)))
+                          for k in ["sigma_a", "sigma_b", "sigma_store_a", "sigma_store_b"]},
+                       "sigma": (("chain", "draw"), rng.uniform(0.2, 0.4, (2, 50)))},
+                      coords={"region": small_data.coords["region"]})
+    draws = [add_group_effects(xr.DataTree.from_dict({"posterior": post}), build_model("store_multilevel", d), seed=1)["posterior"]
+             for d in (small_data, shuffled)]
+    np.testing.assert_allclose(draws[0]["beta"].values, draws[1]["beta"].values, rtol=1e-10)
+    np.testing.assert_allclose(draws[0]["alpha"].values, draws[1]["alpha"].values, rtol=1e-10)
