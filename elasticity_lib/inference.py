@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,11 @@ def _prepare_jax() -> None:
     at the first JAX computation. The cache is only switched on when the user has not
     configured one.
     """
-    import pymc.sampling.jax  # noqa: F401
+    with warnings.catch_warnings():
+        # NumPyro imports tqdm.auto, which warns in notebooks without ipywidgets; the book
+        # samples without progress bars, so the warning says nothing useful.
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import pymc.sampling.jax  # noqa: F401
     import jax
 
     if jax.config.jax_compilation_cache_dir is None:
