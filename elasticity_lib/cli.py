@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .inference import SAMPLING_DEFAULTS, ConvergenceReport, convergence_report, fit
+from .inference import SAMPLING_DEFAULTS, ConvergenceReport, convergence_report, fit, sampling_settings
 from .models import MODEL_KINDS, build_model
 from .prepare import ModelData, prepare_data
 
@@ -186,9 +186,10 @@ def fit_csv(path: str | os.PathLike, model: str = "multilevel", *, draws: int | 
     data = _prepare(read_sales_csv(path))
     settings = {k: v for k, v in {"draws": draws, "tune": tune, "chains": chains,
                                   "random_seed": random_seed}.items() if v is not None}
-    idata = fit(build_model(model, data), progressbar=progressbar, **settings)
-    used = {k: SAMPLING_DEFAULTS[k] for k in ("nuts_sampler", "draws", "tune", "chains", "target_accept", "random_seed")}
-    used.update(settings)
+    built = build_model(model, data)
+    idata = fit(built, progressbar=progressbar, **settings)
+    chosen = sampling_settings(built, **settings)
+    used = {k: chosen[k] for k in ("nuts_sampler", "draws", "tune", "chains", "target_accept", "random_seed")}
     return CsvFit(path=path, model=model, data=data, idata=idata, table=elasticity_table(idata, data),
                   report=convergence_report(idata), settings=used)
 

@@ -15,7 +15,7 @@ from .likelihoods import conditional_effects, group_information, outer_condition
 from .models import model_spec
 from .prepare import GroupStats
 
-__all__ = ["SAMPLING_DEFAULTS", "JAX_CACHE_DIR", "NUTPIE_FROM_TERMS", "likelihood_terms", "fit", "add_group_effects", "convergence_report", "ConvergenceReport"]
+__all__ = ["SAMPLING_DEFAULTS", "JAX_CACHE_DIR", "NUTPIE_FROM_TERMS", "likelihood_terms", "sampling_settings", "fit", "add_group_effects", "convergence_report", "ConvergenceReport"]
 
 #: The book's sampler settings; ``fit`` applies them unless overridden.
 #:
@@ -81,6 +81,18 @@ def likelihood_terms(model: pm.Model) -> int:
     return spec.data.n_stores if spec.kind == "store_multilevel" else spec.data.n_regions
 
 
+def sampling_settings(model: pm.Model, **overrides) -> dict:
+    """The keywords :func:`fit` passes to :func:`pymc.sample` for this model.
+
+    The book's defaults, with nutpie for models of at least :data:`NUTPIE_FROM_TERMS`
+    likelihood terms unless a sampler is named, and ``overrides`` on top.
+    """
+    kwargs = {**SAMPLING_DEFAULTS, **overrides}
+    if "nuts_sampler" not in overrides and likelihood_terms(model) >= NUTPIE_FROM_TERMS:
+        kwargs["nuts_sampler"] = "nutpie"
+    return kwargs
+
+
 def fit(model: pm.Model, **overrides) -> xr.DataTree:
     """Sample ``model`` with the book's defaults and return PyMC's ``DataTree``.
 
@@ -91,9 +103,7 @@ def fit(model: pm.Model, **overrides) -> xr.DataTree:
     posterior (:func:`add_group_effects`), so the result carries ``alpha`` and ``beta``
     like the other forms.
     """
-    kwargs = {**SAMPLING_DEFAULTS, **overrides}
-    if "nuts_sampler" not in overrides and likelihood_terms(model) >= NUTPIE_FROM_TERMS:
-        kwargs["nuts_sampler"] = "nutpie"
+    kwargs = sampling_settings(model, **overrides)
     uses_jax = kwargs.get("nuts_sampler") in ("numpyro", "blackjax")
     if uses_jax:
         _prepare_jax()

@@ -76,6 +76,7 @@ def test_good_file_through_the_command_line(tmp_path, good_csv, market):
     report = json.loads((tmp_path / "elasticities.convergence.json").read_text())
     assert report["model"] == "multilevel" and report["n_rows"] == len(pd.read_csv(good_csv))
     assert report["sampler"]["draws"] == 300 and report["sampler"]["chains"] == 2
+    assert report["sampler"]["nuts_sampler"] == "numpyro"  # nine regions: a small model
     assert report["divergences"] == 0
     assert set(report) >= {"max_rhat", "min_ess_bulk", "min_ess_tail", "ok"}
     assert temp_files(tmp_path) == []

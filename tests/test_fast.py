@@ -309,3 +309,18 @@ def test_store_level_draws_do_not_depend_on_the_order_of_stores(small_data):
              for d in (small_data, shuffled)]
     np.testing.assert_allclose(draws[0]["beta"].values, draws[1]["beta"].values, rtol=1e-10)
     np.testing.assert_allclose(draws[0]["alpha"].values, draws[1]["alpha"].values, rtol=1e-10)
+
+
+def test_sampling_settings_send_large_models_to_nutpie_and_respect_a_named_sampler():
+    from elasticity_lib.inference import NUTPIE_FROM_TERMS, SAMPLING_DEFAULTS, sampling_settings
+    from elasticity_lib.models import build_model
+    from elasticity_lib.prepare import prepare_data
+    from elasticity_lib.simulation import SimulationConfig, simulate_market
+
+    config = SimulationConfig(n_regions=60, time_steps_mu=3.0, min_time_steps=1)
+    data = prepare_data(simulate_market(config, seed=5).to_dataframe())
+    assert data.n_stores >= NUTPIE_FROM_TERMS > data.n_regions
+    assert sampling_settings(build_model("store_multilevel", data))["nuts_sampler"] == "nutpie"
+    assert sampling_settings(build_model("multilevel", data))["nuts_sampler"] == SAMPLING_DEFAULTS["nuts_sampler"]
+    named = sampling_settings(build_model("store_multilevel", data), nuts_sampler="pymc", draws=10)
+    assert named["nuts_sampler"] == "pymc" and named["draws"] == 10
