@@ -15,3 +15,9 @@ def test_submodules_are_reachable_and_unknown_names_fail():
     assert el.fit_csv is el.cli.fit_csv
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         el.nope
+
+
+def test_numba_fastmath_is_off_so_cached_and_fresh_compilations_agree():
+    import pytensor
+
+    assert pytensor.config.numba__fastmath is False
