@@ -9,7 +9,6 @@ notebook displays it and a test can inspect it. Tables are the tidy market table
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,6 +19,7 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
 from .entities import SimulationTruth
+from .prepare import require_columns
 from .theory import linear_demand, linear_elasticity, loglog_demand, loglog_elasticity
 
 __all__ = [
@@ -37,16 +37,6 @@ _LABELS = {
     "log_price": "log price",
     "log_quantities": "log quantity",
 }
-
-
-def _require(df: pd.DataFrame, columns: Iterable[str]) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"missing column(s) {missing}; the table has columns {list(df.columns)}")
-    if len(df) == 0:
-        raise ValueError("the table has no rows")
 
 
 def _region_order(df: pd.DataFrame) -> list:
@@ -142,7 +132,7 @@ def plot_store_series(df: pd.DataFrame, region_id) -> Figure:
     ``time_step`` counts down to 0 at each store's most recent observation; the x axis is
     reversed so that time runs from left to right.
     """
-    _require(df, ["region_id", "region_store_id", "time_step", "price", "quantities"])
+    require_columns(df, ["region_id", "region_store_id", "time_step", "price", "quantities"])
     rows = df[df["region_id"] == region_id]
     if len(rows) == 0:
         raise ValueError(f"region_id {region_id!r} has no rows; regions present: {_region_order(df)}")
@@ -169,7 +159,7 @@ def plot_price_quantity_facets(df: pd.DataFrame, *, log: bool = False, col_wrap:
     extreme quantity does not flatten the other regions.
     """
     x, y = ("log_price", "log_quantities") if log else ("price", "quantities")
-    _require(df, ["region_id", "median_income", x, y])
+    require_columns(df, ["region_id", "median_income", x, y])
     if col_wrap < 1:
         raise ValueError(f"col_wrap must be at least 1, got {col_wrap}")
     order = _region_order(df)
@@ -192,7 +182,7 @@ def plot_loglog_fits(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     The slope of each line is that region's elasticity estimated on its own (no pooling).
     Regions are coloured by median income (viridis: dark is poor, yellow is rich).
     """
-    _require(df, ["region_id", "median_income", "log_price", "log_quantities"])
+    require_columns(df, ["region_id", "median_income", "log_price", "log_quantities"])
     order = _region_order(df)
     income = df.groupby("region_id", observed=True)["median_income"].first()
     if ax is None:
@@ -214,7 +204,7 @@ def plot_income_by_region(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
 
     Bars are coloured by income with the same scale as :func:`plot_loglog_fits`.
     """
-    _require(df, ["region_id", "store_id", "median_income"])
+    require_columns(df, ["region_id", "store_id", "median_income"])
     order = _region_order(df)
     summary = df.groupby("region_id", observed=True).agg(
         median_income=("median_income", "first"), stores=("store_id", "nunique"), rows=("median_income", "size")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .entities import store_label
 
-__all__ = ["REQUIRED_COLUMNS", "GroupStats", "ModelData", "prepare_data", "validate_table"]
+__all__ = ["REQUIRED_COLUMNS", "GroupStats", "ModelData", "prepare_data", "require_columns", "validate_table"]
 
 #: Columns a sales table must have; ``region_store_id``, ``time_step`` and ``item_id`` are optional.
 REQUIRED_COLUMNS = ["region_id", "store_id", "price", "quantities", "median_income"]
@@ -35,6 +35,17 @@ def _rows(index: pd.Index, mask: np.ndarray) -> str:
     return f"rows [{shown}]{more}"
 
 
+def require_columns(df: pd.DataFrame, columns) -> None:
+    """Check that ``df`` is a non-empty DataFrame with the given columns, naming any missing."""
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"missing required column(s) {missing}; the table has columns {list(df.columns)}")
+    if len(df) == 0:
+        raise ValueError("the table has no rows")
+
+
 def validate_table(df: pd.DataFrame) -> pd.DataFrame:
     """Check a sales table against the tidy schema and return a clean, typed copy.
 
@@ -43,13 +54,7 @@ def validate_table(df: pd.DataFrame) -> pd.DataFrame:
     incomes, a store that appears in two regions, a region whose income differs between
     rows, and a ``region_store_id`` that disagrees with its region and store.
     """
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"missing required column(s) {missing}; the table has columns {list(df.columns)}")
-    if len(df) == 0:
-        raise ValueError("the table has no rows")
+    require_columns(df, REQUIRED_COLUMNS)
     out = df.copy()
     for col in ["region_id", "store_id"]:
         values = out[col].astype(object)

@@ -167,7 +167,7 @@ def test_income_by_region(df):
      (plot_price_quantity_facets, "quantities")],
 )
 def test_missing_column_is_named(df, func, column):
-    with pytest.raises(ValueError, match=f"missing column.*'{column}'"):
+    with pytest.raises(ValueError, match=f"missing required column.*'{column}'"):
         func(df.drop(columns=[column]))
 
 

@@ -135,19 +135,27 @@ def _mc_tolerance(sd, n, p):
     return 4 * np.sqrt(2) * se
 
 
+def _pymc_predictions(model, idata, data, log_price, group, seed):
+    """PyMC's own posterior predictive draws of log quantity at new prices (the reference answer).
+
+    The model's data are swapped for the new prices and restored afterwards, so the
+    module-scoped fit can be reused by later tests.
+    """
+    with model:
+        pm.set_data({"log_price": log_price, "group_idx": group}, coords={"obs": np.arange(len(group))})
+        ref = pm.sample_posterior_predictive(idata, var_names=[OBSERVED_NAME], predictions=True,
+                                             random_seed=seed, progressbar=False)
+        pm.set_data({"log_price": data.log_price, "group_idx": data.region_idx}, coords={"obs": data.coords["obs"]})
+    return ref["predictions"][OBSERVED_NAME].values.reshape(-1, len(group))
+
+
 def test_posterior_predictive_matches_pymc_with_set_data(rows_fit, small_data):
     """Draws at new prices agree with pm.sample_posterior_predictive after pm.set_data."""
     model, idata = rows_fit
     grid = price_grid(small_data, n_points=5)
     group = np.repeat(np.arange(small_data.n_regions), 5)
     log_price = np.log(grid.values.ravel())
-    with model:
-        pm.set_data({"log_price": log_price, "group_idx": group}, coords={"obs": np.arange(len(group))})
-        ref = pm.sample_posterior_predictive(idata, var_names=[OBSERVED_NAME], predictions=True,
-                                             random_seed=21, progressbar=False)
-        pm.set_data({"log_price": small_data.log_price, "group_idx": small_data.region_idx},
-                    coords={"obs": small_data.coords["obs"]})
-    theirs = ref["predictions"][OBSERVED_NAME].values.reshape(-1, len(group))
+    theirs = _pymc_predictions(model, idata, small_data, log_price, group, seed=21)
     ours = posterior_predictive_draws(idata, group, log_price, seed=21).values.reshape(-1, len(group))
     n = ours.shape[0]
     sd = theirs.std(axis=0)
@@ -163,13 +171,7 @@ def test_predictive_bands_match_pymc(rows_fit, small_data):
     bands = predictive_bands(idata, small_data, n_points=4, prob=0.9, seed=5)
     group = np.repeat(np.arange(small_data.n_regions), 4)
     log_price = np.log(bands["price"].values.ravel())
-    with model:
-        pm.set_data({"log_price": log_price, "group_idx": group}, coords={"obs": np.arange(len(group))})
-        ref = pm.sample_posterior_predictive(idata, var_names=[OBSERVED_NAME], predictions=True,
-                                             random_seed=8, progressbar=False)
-        pm.set_data({"log_price": small_data.log_price, "group_idx": small_data.region_idx},
-                    coords={"obs": small_data.coords["obs"]})
-    theirs = ref["predictions"][OBSERVED_NAME].values.reshape(-1, len(group))
+    theirs = _pymc_predictions(model, idata, small_data, log_price, group, seed=8)
     n, sd = theirs.shape[0], theirs.std(axis=0)
     for name, p in (("pred_lower", 0.05), ("pred_upper", 0.95)):
         ours = np.log(bands[name].values.ravel())
