@@ -1,6 +1,7 @@
 # Two commands are all the set-up a user needs:
 #   make test   -- create .venv if needed, install, run unit tests and nbval over every chapter
 #   make book   -- create .venv if needed, install, execute the chapters, build _build/html
+#   make test-seed SEED=n -- run the chapters that sample again with another sampler seed
 
 SHELL := /bin/bash
 VENV := .venv
@@ -8,6 +9,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHAPTERS := $(sort $(wildcard chapters/*.md))
 NOTEBOOKS := $(CHAPTERS:.md=.ipynb)
+# Chapters with sampler output: the ones that tag cells nbval-ignore-output and check them
+# statistically instead. make test-seed reruns them with another sampler seed.
+SAMPLER_NOTEBOOKS := $(patsubst %.md,%.ipynb,$(shell grep -l 'nbval-ignore-output' $(CHAPTERS)))
+SEED ?= 20261128
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 600
+# apt waits for a package manager that holds the lock instead of failing at once
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
 # A Python >= 3.12 (PyMC 6 needs it). pyenv honours .python-version; otherwise try the
 # usual names. Never fall back silently to an older interpreter.
@@ -15,7 +23,7 @@ PYTHON ?= $(shell for c in python3.14 python3.13 python3.12 python3; do \
 	if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 	echo $$c; break; fi; done)
 
-.PHONY: test book notebooks bench clean check-python check-graphviz
+.PHONY: test test-seed book notebooks references bench clean check-python check-graphviz
 
 check-python:
 	@if [ -z "$(PYTHON)" ]; then \
@@ -29,7 +37,7 @@ check-graphviz:
 	@if ! command -v dot >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing graphviz (needed for model graphs)"; \
-	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
+	    ($(APT_GET) update -qq || true) && $(APT_GET) install -y -qq graphviz >/dev/null; \
 	  else \
 	    echo "error: Graphviz's 'dot' is needed to draw model graphs. Install it with:"; \
 	    echo "  sudo apt-get install -y graphviz      (Debian/Ubuntu)"; \
@@ -49,13 +57,23 @@ $(STAMP): requirements.txt pyproject.toml | check-python
 # Kernels must use the inline backend to produce the figures stored in the notebooks, so a
 # MPLBACKEND from the environment (CI sets Agg) is removed for the notebook runs.
 test: $(STAMP) check-graphviz
-	env -u MPLBACKEND $(BIN)/python -m pytest tests $(NOTEBOOKS) --nbval --nbval-current-env \
-	  --nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 600
+	env -u MPLBACKEND $(BIN)/python -m pytest tests $(NOTEBOOKS) $(NBVAL)
+
+# The sampler-dependent chapters with another sampler seed: what a reader's machine does.
+test-seed: $(STAMP) check-graphviz
+	env -u MPLBACKEND ELASTICITY_SAMPLER_SEED=$(SEED) $(BIN)/python -m pytest $(SAMPLER_NOTEBOOKS) $(NBVAL)
 
 # Re-execute every chapter from its MyST source and refresh the paired .ipynb with outputs.
 notebooks: $(STAMP) check-graphviz
 	@for md in $(CHAPTERS); do echo "executing $$md"; \
 	  env -u MPLBACKEND $(BIN)/jupytext --sync --execute "$$md" || exit 1; done
+
+# Re-execute every chapter and write its reference Monte Carlo summaries
+# (chapters/references/*.json) with the default sampler seed; commit both.
+references: $(STAMP) check-graphviz
+	@for md in $(CHAPTERS); do echo "executing $$md (recording references)"; \
+	  env -u MPLBACKEND -u ELASTICITY_SAMPLER_SEED ELASTICITY_RECORD_REFERENCES=1 \
+	  $(BIN)/jupytext --sync --execute "$$md" || exit 1; done
 
 book: $(STAMP) check-graphviz
 	env -u MPLBACKEND $(BIN)/jupyter-book build . -W --keep-going

@@ -86,6 +86,7 @@ def _diagnostics(idata) -> dict:
 def run_compare_case(kind: str, setup: str, sampler: str | None = None, likelihood: str | None = None) -> dict:
     t0 = time.perf_counter()
     from elasticity_lib.inference import SAMPLING_DEFAULTS, fit
+    from elasticity_lib.reproducibility import sampler_seed
     from elasticity_lib.models import build_model
     from elasticity_lib.prepare import prepare_data
     from elasticity_lib.simulation import REFERENCE_SEED, simulate_market
@@ -97,7 +98,7 @@ def run_compare_case(kind: str, setup: str, sampler: str | None = None, likeliho
         import pymc.sampling.jax  # noqa: F401  (one XLA device per chain, before JAX starts)
 
         model = build_model(kind, data, likelihood="rows", centre_income=False)
-        same = {k: SAMPLING_DEFAULTS[k] for k in ("chains", "draws", "tune", "target_accept", "random_seed", "progressbar")}
+        same = {k: SAMPLING_DEFAULTS[k] for k in ("chains", "draws", "tune", "target_accept", "progressbar")} | {"random_seed": sampler_seed()}
         with model:
             idata = pm.sample(nuts_sampler="numpyro", **same)
     elif setup == "sampler":
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from elasticity_lib.inference import NUTPIE_FROM_TERMS, SAMPLING_DEFAULTS
     from elasticity_lib.models import DEFAULT_LIKELIHOOD
+    from elasticity_lib.reproducibility import sampler_seed
 
     lines: list[str] = []
 
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         say(line)
     d = SAMPLING_DEFAULTS
     say(f"sampling everywhere: {d['chains']} chains x {d['draws']} draws after {d['tune']} tuning steps, "
-        f"target_accept {d['target_accept']}, seed {d['random_seed']}")
+        f"target_accept {d['target_accept']}, seed {sampler_seed()}")
     say("(a) reference: row-level likelihood, raw income, NumPyro via pm.sample, no persistent compilation cache")
     say(f"(b) ours: fit(build_model(kind, data)): {d['nuts_sampler']} (nutpie from {NUTPIE_FROM_TERMS} likelihood "
         "terms), likelihood " + ", ".join(f"{k} {v}" for k, v in DEFAULT_LIKELIHOOD.items()))

@@ -32,6 +32,7 @@ from .inference import SAMPLING_DEFAULTS, add_group_effects
 from .likelihoods import marginal_group_loglik
 from .models import PRIORS, ModelSpec, _income_lines, build_model
 from .prepare import GroupStats, ModelData
+from .reproducibility import sampler_seed
 
 __all__ = [
     "POPULATION_PARAMETERS",
@@ -156,14 +157,17 @@ class SBCResult:
     settings: dict
 
 
-def run_sbc(design: ModelData, n_markets: int, *, seed: int = 2018, n_ranked: int = 199,
+def run_sbc(design: ModelData, n_markets: int, *, seed: int = 2018, fit_seed: int | None = None, n_ranked: int = 199,
             draws: int | None = None, tune: int | None = None, chains: int | None = None,
             cores: int | None = None, progress=None) -> SBCResult:
     """Simulation-based calibration of the multilevel model over ``n_markets`` prior draws.
 
     Sampler settings default to the book's (:data:`~elasticity_lib.inference.SAMPLING_DEFAULTS`).
     ``progress``, if given, is called as ``progress(i, n_markets)`` after each market.
-    Results depend only on ``seed`` and the settings.
+    ``seed`` simulates the markets (the same on every machine); ``fit_seed`` seeds the
+    sampler and the draws of the region effects (default:
+    ``sampler_seed("sbc")``, which ``ELASTICITY_SAMPLER_SEED`` changes). Results depend
+    only on the two seeds and the settings.
     """
     import nutpie
 
@@ -173,7 +177,9 @@ def run_sbc(design: ModelData, n_markets: int, *, seed: int = 2018, n_ranked: in
     if n_ranked > draws * chains:
         raise ValueError(f"n_ranked ({n_ranked}) exceeds the number of posterior draws ({draws * chains})")
     truth, log_q = simulate_prior_markets(design, n_markets, seed)
-    seeds = np.random.SeedSequence(seed).spawn(n_markets)
+    if fit_seed is None:
+        fit_seed = sampler_seed("sbc")
+    seeds = np.random.SeedSequence([seed, fit_seed]).spawn(n_markets)
 
     t0 = time.perf_counter()
     compiled = nutpie.compile_pymc_model(build_marginal_sbc_model(design))
@@ -214,7 +220,7 @@ def run_sbc(design: ModelData, n_markets: int, *, seed: int = 2018, n_ranked: in
                                              "in50", "in94", "in94_hdi"])
     ranks["group"] = ranks["parameter"].str.replace(r"\[.*\]$", "", regex=True)
     fits = pd.DataFrame(fit_rows, columns=["market", "divergences", "seconds"])
-    settings = {"n_markets": n_markets, "seed": seed, "n_ranked": n_ranked, "draws": draws, "tune": tune,
+    settings = {"n_markets": n_markets, "seed": seed, "fit_seed": fit_seed, "n_ranked": n_ranked, "draws": draws, "tune": tune,
                 "chains": chains, "target_accept": SAMPLING_DEFAULTS["target_accept"], "sampler": "nutpie",
                 "likelihood": "marginal", "n_regions": design.n_regions, "n_stores": design.n_stores,
                 "n_rows": design.n_obs}

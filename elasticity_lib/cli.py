@@ -275,7 +275,8 @@ def _parser() -> argparse.ArgumentParser:
     fit_p.add_argument("--draws", type=int, default=SAMPLING_DEFAULTS["draws"], help="draws per chain")
     fit_p.add_argument("--tune", type=int, default=SAMPLING_DEFAULTS["tune"], help="tuning steps per chain")
     fit_p.add_argument("--chains", type=int, default=SAMPLING_DEFAULTS["chains"], help="number of chains")
-    fit_p.add_argument("--seed", type=int, default=SAMPLING_DEFAULTS["random_seed"], help="random seed")
+    fit_p.add_argument("--seed", type=int, default=None,
+                       help="sampler seed (default: $ELASTICITY_SAMPLER_SEED, else 4242)")
     fit_p.add_argument("--no-progress", action="store_true", help="hide the sampler's progress bar")
     val_p = sub.add_parser("validate", help="check a CSV against the tidy schema without fitting")
     val_p.add_argument("csv", type=Path)

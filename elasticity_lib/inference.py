@@ -14,6 +14,7 @@ import xarray as xr
 from .likelihoods import conditional_effects, group_information, outer_conditional
 from .models import model_spec
 from .prepare import GroupStats
+from .reproducibility import sampler_seed
 
 __all__ = ["SAMPLING_DEFAULTS", "JAX_CACHE_DIR", "NUTPIE_FROM_TERMS", "likelihood_terms", "sampling_settings", "fit", "add_group_effects", "convergence_report", "ConvergenceReport"]
 
@@ -26,13 +27,14 @@ __all__ = ["SAMPLING_DEFAULTS", "JAX_CACHE_DIR", "NUTPIE_FROM_TERMS", "likelihoo
 #: again in every new process (about 4-5 s on the benchmark machine). Large models go to
 #: nutpie (:data:`NUTPIE_FROM_TERMS`).
 #: PyMC's convergence warnings are off: :func:`convergence_report` is the book's check.
+#: The seed is not fixed here: unless one is passed, :func:`fit` takes
+#: :func:`~elasticity_lib.reproducibility.sampler_seed` (``ELASTICITY_SAMPLER_SEED``).
 SAMPLING_DEFAULTS: dict = {
     "nuts_sampler": "numpyro",
     "chains": 4,
     "draws": 1000,
     "tune": 1000,
     "target_accept": 0.9,
-    "random_seed": 4242,
     "progressbar": False,
     "compute_convergence_checks": False,
 }
@@ -85,9 +87,12 @@ def sampling_settings(model: pm.Model, **overrides) -> dict:
     """The keywords :func:`fit` passes to :func:`pymc.sample` for this model.
 
     The book's defaults, with nutpie for models of at least :data:`NUTPIE_FROM_TERMS`
-    likelihood terms unless a sampler is named, and ``overrides`` on top.
+    likelihood terms unless a sampler is named, and ``overrides`` on top. Without a
+    ``random_seed`` (or with ``None``) the seed is :func:`~elasticity_lib.reproducibility.sampler_seed`.
     """
     kwargs = {**SAMPLING_DEFAULTS, **overrides}
+    if kwargs.get("random_seed") is None:
+        kwargs["random_seed"] = sampler_seed()
     if "nuts_sampler" not in overrides and likelihood_terms(model) >= NUTPIE_FROM_TERMS:
         kwargs["nuts_sampler"] = "nutpie"
     return kwargs

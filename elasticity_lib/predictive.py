@@ -28,6 +28,7 @@ import xarray as xr
 
 from .models import build_model
 from .prepare import ModelData
+from .reproducibility import sampler_seed
 
 __all__ = [
     "OBSERVED_NAME",
@@ -47,14 +48,17 @@ _SAMPLE_DIMS = ("chain", "draw")
 _HALF_LOG_2PI = 0.5 * float(np.log(2 * np.pi))
 
 
-def sample_prior_predictive(kind: str, data: ModelData, draws: int = 500, random_seed: int = 4242) -> xr.DataTree:
+def sample_prior_predictive(kind: str, data: ModelData, draws: int = 500, random_seed: int | None = None) -> xr.DataTree:
     """Draw from the prior and the prior predictive of a model kind on ``data``.
 
     The model is built in its ``"rows"`` form, which has the same prior as the fast
     forms and an observed ``log_quantity`` that PyMC can simulate. Returns PyMC's
     ``DataTree`` with groups ``prior``, ``prior_predictive``, ``observed_data`` and
-    ``constant_data``.
+    ``constant_data``. Without a ``random_seed`` the seed is
+    ``sampler_seed("prior_predictive")`` (see :mod:`elasticity_lib.reproducibility`).
     """
+    if random_seed is None:
+        random_seed = sampler_seed("prior_predictive")
     if not isinstance(draws, (int, np.integer)) or isinstance(draws, bool) or draws < 1:
         raise ValueError(f"draws must be a positive integer, got {draws!r}")
     model = build_model(kind, data, likelihood="rows")
@@ -202,7 +206,7 @@ def price_grid(data: ModelData, n_points: int = 30) -> xr.DataArray:
 
 
 def predictive_bands(idata: xr.DataTree, data: ModelData, *, n_points: int = 30, prob: float = 0.94,
-                     seed=4242) -> xr.Dataset:
+                     seed=None) -> xr.Dataset:
     """Bands of quantity against price per region, from the posterior (seeded).
 
     On :func:`price_grid` prices, returns a ``Dataset`` with dims ``(region, point)``:
@@ -216,7 +220,11 @@ def predictive_bands(idata: xr.DataTree, data: ModelData, *, n_points: int = 30,
         demand curve);
     ``pred_lower``, ``pred_upper``
         the central ``prob`` interval of a new observation's quantity (curve plus noise).
+
+    Without a ``seed`` the noise draws use ``sampler_seed("predictive_bands")``.
     """
+    if seed is None:
+        seed = sampler_seed("predictive_bands")
     if not 0 < prob < 1:
         raise ValueError(f"prob must be strictly between 0 and 1, got {prob!r}")
     grid = price_grid(data, n_points)
