@@ -23,7 +23,7 @@ PYTHON ?= $(shell for c in python3.14 python3.13 python3.12 python3; do \
 	if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 	echo $$c; break; fi; done)
 
-.PHONY: test test-seed book notebooks references bench clean check-python check-graphviz
+.PHONY: test test-seed quick lint check-install book notebooks references bench clean check-python check-graphviz
 
 check-python:
 	@if [ -z "$(PYTHON)" ]; then \
@@ -67,6 +67,23 @@ test-seed: $(STAMP) check-graphviz
 notebooks: $(STAMP) check-graphviz
 	@for md in $(CHAPTERS); do echo "executing $$md"; \
 	  env -u MPLBACKEND $(BIN)/jupytext --sync --execute "$$md" || exit 1; done
+
+# The fast loop while editing the library: unit tests that do not sample (under a minute).
+quick: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow" -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check elasticity_lib tests benchmarks scripts
+
+# Install the package alone (pyproject.toml's dependencies, nothing from requirements.txt)
+# into a fresh virtual environment and import every module: an undeclared dependency fails.
+FRESH := $(or $(TMPDIR),/tmp)/elasticity-fresh-venv
+check-install: check-python
+	rm -rf $(FRESH) && $(PYTHON) -m venv $(FRESH)
+	$(FRESH)/bin/python -m pip install --quiet --upgrade pip
+	$(FRESH)/bin/python -m pip install --quiet .
+	cd $(FRESH) && $(FRESH)/bin/python $(CURDIR)/scripts/import_all.py
+	rm -rf $(FRESH) build elasticity_lib.egg-info
 
 # Re-execute every chapter and write its reference Monte Carlo summaries
 # (chapters/references/*.json) with the default sampler seed; commit both.

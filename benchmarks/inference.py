@@ -86,9 +86,9 @@ def _diagnostics(idata) -> dict:
 def run_compare_case(kind: str, setup: str, sampler: str | None = None, likelihood: str | None = None) -> dict:
     t0 = time.perf_counter()
     from elasticity_lib.inference import SAMPLING_DEFAULTS, fit
-    from elasticity_lib.reproducibility import sampler_seed
     from elasticity_lib.models import build_model
     from elasticity_lib.prepare import prepare_data
+    from elasticity_lib.reproducibility import sampler_seed
     from elasticity_lib.simulation import REFERENCE_SEED, simulate_market
 
     data = prepare_data(simulate_market(seed=REFERENCE_SEED).to_dataframe())

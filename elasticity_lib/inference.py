@@ -265,6 +265,7 @@ class ConvergenceReport:
     worst_ess_bulk: str
 
     def ok(self, max_rhat: float = 1.01, min_ess: float = 400) -> bool:
+        """Whether the fit passes the book's gates: no divergences, r_hat and both ESS bounds."""
         return self.divergences == 0 and self.max_rhat <= max_rhat and self.min_ess_bulk >= min_ess and self.min_ess_tail >= min_ess
 
     def __str__(self) -> str:

@@ -72,7 +72,7 @@ def _shrinkage(stats, m_alpha, m_beta, s11, s12, s22, sigma):
 
 
 def marginal_group_loglik(xp, stats, m_alpha, m_beta, s11, s12, s22, sigma):
-    """log p(y_group | m, S, sigma) with the group's intercept and slope integrated out.
+    """Log p(y_group | m, S, sigma) with the group's intercept and slope integrated out.
 
     The group effects theta ~ Normal(m, S) enter linearly, so the rows of a group are
     jointly Normal with covariance sigma² I + X S X'. Its log density needs only 2×2

@@ -9,7 +9,6 @@ notebook displays it and a test can inspect it. Tables are the tidy market table
 
 from __future__ import annotations
 
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

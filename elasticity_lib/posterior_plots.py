@@ -14,13 +14,13 @@ from collections.abc import Mapping, Sequence
 import arviz as az
 import graphviz
 import matplotlib.pyplot as plt
-import pymc as pm
 import numpy as np
+import pymc as pm
 import xarray as xr
 from matplotlib.figure import Figure
 
-from .prepare import ModelData
 from .predictive import OBSERVED_NAME
+from .prepare import ModelData
 
 __all__ = [
     "plot_prior_predictive",

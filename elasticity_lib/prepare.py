@@ -198,14 +198,17 @@ class ModelData:
 
     @property
     def n_obs(self) -> int:
+        """Number of rows."""
         return len(self.log_price)
 
     @property
     def n_regions(self) -> int:
+        """Number of regions."""
         return len(self.coords["region"])
 
     @property
     def n_stores(self) -> int:
+        """Number of stores."""
         return len(self.coords["store"])
 
     @property
@@ -215,10 +218,12 @@ class ModelData:
 
     @cached_property
     def region_stats(self) -> GroupStats:
+        """Sufficient statistics of each region's rows (computed once)."""
         return GroupStats.from_arrays(self.region_idx, self.log_price, self.log_quantity, self.n_regions)
 
     @cached_property
     def store_stats(self) -> GroupStats:
+        """Sufficient statistics of each store's rows (computed once)."""
         return GroupStats.from_arrays(self.store_idx, self.log_price, self.log_quantity, self.n_stores)
 
 

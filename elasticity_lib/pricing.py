@@ -148,7 +148,7 @@ def _log_mean_exp(x: np.ndarray) -> np.ndarray:
 
 
 def _log_mean_demand(log_p, a, b, s):
-    """log of the posterior mean of E[q | p] over draws, for one group (stable in logs)."""
+    """Log of the posterior mean of E[q | p] over draws, for one group (stable in logs)."""
     return _log_mean_exp(a + b * log_p + s**2 / 2)
 
 
@@ -198,7 +198,7 @@ def choose_prices(effects: xr.Dataset, cost: float, price_range, *, dim: str | N
         left, right = grid[max(i - 1, 0)], grid[min(i + 1, n_grid - 1)]
         best = minimize_scalar(neg_profit, bounds=(left, right), method="bounded", options={"xatol": 1e-9})
         bayes = float(best.x) if -best.fun >= curve[k, i] else float(grid[i])
-        a_bar, b_bar, s_bar = a[:, k].mean(), b[:, k].mean(), s[:, 0].mean()
+        b_bar = b[:, k].mean()
         unconstrained = bool(b_bar < -1)
         plugin = float(np.clip(optimal_price(b_bar, cost), lo, hi)) if unconstrained else hi
         bayes_profit, plugin_profit = -neg_profit(bayes), -neg_profit(plugin)

@@ -68,8 +68,10 @@ def load_cigar() -> pd.DataFrame:
 
 
 def division_income(df: pd.DataFrame) -> pd.Series:
-    """Each Census division's income covariate: the median over its states of each
-    state's real per-capita income averaged over all years (thousands of 1983 dollars)."""
+    """Each Census division's income covariate.
+
+    It is the median over the division's states of each state's real per-capita income averaged over all years (thousands of 1983 dollars).
+    """
     state_mean = df.groupby(["census_division", "state_abbr"])["real_income"].mean()
     return state_mean.groupby(level="census_division").median().rename("median_income")
 
@@ -130,10 +132,12 @@ class OlsEstimate:
 
     @property
     def price(self) -> float:
+        """The price elasticity (coefficient of log price)."""
         return float(self.params["log_price"])
 
     @property
     def price_se(self) -> float:
+        """Standard error of the price elasticity."""
         return float(self.se["log_price"])
 
 
@@ -175,8 +179,10 @@ def static_ols(df: pd.DataFrame, effects: str = "none", income: bool = True) -> 
 
 
 def dynamic_ols(df: pd.DataFrame, effects: str = "state") -> OlsEstimate:
-    """Partial-adjustment demand: ``log packs_t ~ log packs_{t-1} + log price + log income
-    + log neighbour price + effects`` (the specification of Baltagi's textbook example).
+    """Partial-adjustment demand, the specification of Baltagi's textbook example.
+
+    ``log packs_t ~ log packs_{t-1} + log price + log income + log neighbour price +
+    effects``.
 
     The first year of each state is lost to the lag. These least-squares fits ignore the
     bias of a lagged outcome with fixed effects and the endogeneity of price; they serve
@@ -193,8 +199,10 @@ def dynamic_ols(df: pd.DataFrame, effects: str = "state") -> OlsEstimate:
 
 
 def long_run_elasticity(est: OlsEstimate) -> tuple[float, float]:
-    """Long-run price elasticity ``b / (1 - g)`` of a partial-adjustment fit and its
-    delta-method standard error (``b`` the price, ``g`` the lag coefficient)."""
+    """Long-run price elasticity ``b / (1 - g)`` of a partial-adjustment fit, with its SE.
+
+    The standard error is the delta method's (``b`` the price, ``g`` the lag coefficient).
+    """
     b, g = float(est.params["log_price"]), float(est.params["log_packs_lag"])
     if g >= 1:
         raise ValueError(f"lag coefficient {g:.3f} >= 1: demand never settles, no long-run elasticity")
@@ -248,7 +256,7 @@ def year_share_of_within_variance(df: pd.DataFrame, column: str) -> float:
     return float(1 - ((within - common) ** 2).sum() / (within**2).sum())
 
 
-def average_elasticity(idata, data) -> "xr.DataArray":
+def average_elasticity(idata, data):
     """Posterior draws of the elasticity averaged over states (each state counts once).
 
     For the division-level model a state takes its division's elasticity; for the
@@ -278,8 +286,9 @@ def interval_table(draws, dim: str, prob: float = 0.94) -> pd.DataFrame:
 
 
 def plot_state_elasticities(partial: pd.DataFrame, separate: pd.DataFrame, ax=None):
-    """State elasticities: separate least squares per state (no pooling) against the
-    three-level model (partial pooling), with 94% intervals, states sorted by division.
+    """State elasticities: separate least squares per state against the three-level model.
+
+    No pooling against partial pooling, with 94% intervals, states sorted by division.
 
     ``partial`` is indexed by state with ``mean``, ``hdi94_low``, ``hdi94_high`` and
     ``division``; ``separate`` is :func:`per_state_ols`.

@@ -73,8 +73,10 @@ def interval_table(idata: xr.DataTree, truth: Mapping[str, float | Sequence[floa
 
 
 def coverage_threshold(n: int, prob: float = 0.94, false_alarm: float = 1e-3) -> int:
-    """Smallest k such that a calibrated posterior covers fewer than k of ``n`` truths
-    with probability at most ``false_alarm``.
+    """Smallest number of covered truths out of ``n`` that a calibrated posterior reaches.
+
+    It is the largest ``k`` such that a calibrated posterior covers fewer than ``k`` of
+    ``n`` truths with probability at most ``false_alarm``.
 
     With independent intervals the number covered is Binomial(n, prob); for 9 regions at
     94%, ``k = 7`` for a false alarm of 2% (fewer than 7 happens 1.4% of the time) and
@@ -103,11 +105,12 @@ class JointDistance:
 
     @property
     def inside(self) -> bool:
+        """Whether the truth lies inside the joint credible region."""
         return self.distance2 <= self.threshold
 
 
 def joint_distance(idata: xr.DataTree, truth: Mapping[str, float], prob: float = 0.94) -> JointDistance:
-    """Is the vector of true scalar parameters inside the joint ``prob`` credible region?
+    """Test whether the true scalar parameters lie inside the joint ``prob`` credible region.
 
     The posterior of the parameters is approximated by a Normal with the draws' mean and
     covariance; its ``prob`` region is ``d' S^-1 d <= chi2_k(prob)`` for ``k`` parameters.

@@ -135,10 +135,12 @@ class AgreementCheck:
 
     @property
     def passed(self) -> bool:
+        """Whether every compared number agrees with its reference."""
         return bool(self.table["ok"].all())
 
     @property
     def failures(self) -> pd.DataFrame:
+        """The rows of the numbers that disagree."""
         return self.table[~self.table["ok"]]
 
     def __repr__(self) -> str:
@@ -229,6 +231,7 @@ class ReferenceSummaries:
         tmp.replace(self.path)
 
     def reference(self, key: str) -> pd.DataFrame:
+        """The stored estimates and Monte Carlo errors of ``key``."""
         entries = self._load()
         if key not in entries:
             raise KeyError(f"no reference {key!r} in {self.path}; record it with {RECORD_ENV}=1 (make references)")

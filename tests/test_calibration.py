@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 import pytest
+from conftest import random_point
 from scipy import stats
 
 from elasticity_lib.calibration import (
@@ -24,8 +25,6 @@ from elasticity_lib.calibration import (
     thin_draws,
 )
 from elasticity_lib.models import build_model
-
-from conftest import random_point
 
 
 def test_rank_counts_draws_below_the_truth():

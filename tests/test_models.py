@@ -13,11 +13,11 @@ import numpy as np
 import pymc as pm
 import pytest
 import xarray as xr
+from conftest import random_point
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from conftest import random_point
 from elasticity_lib.inference import add_group_effects, convergence_report
 from elasticity_lib.likelihoods import (
     conditional_effects,
@@ -422,6 +422,7 @@ def test_convergence_report_flags_divergences_and_stuck_chains():
 
 def test_convergence_report_flags_nan_rhat_on_varying_elements_and_skips_constant_ones():
     import xarray as xr
+
     from elasticity_lib.inference import convergence_report
 
     rng = np.random.default_rng(3)

@@ -1,11 +1,11 @@
 """Tests of new-region predictions, demand bands and held-out refits."""
 
+import arviz as az
 import numpy as np
 import pandas as pd
 import pymc as pm
 import pytest
 import xarray as xr
-import arviz as az
 
 from elasticity_lib.models import build_model
 from elasticity_lib.new_regions import (

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import xarray as xr
 from scipy.optimize import minimize_scalar
-
 from scipy.special import logsumexp
 
 from elasticity_lib.pricing import (

