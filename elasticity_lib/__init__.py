@@ -22,17 +22,7 @@ Submodules that pull in plotting or statistics libraries are imported on first u
 (``elasticity_lib.pricing`` works after ``import elasticity_lib``).
 """
 
-import os
 from importlib import import_module
-
-import pytensor
-
-# With Numba's fastmath, LLVM may reorder floating-point operations differently in a
-# freshly compiled function and in the same function loaded from PyTensor's cache, so one
-# seed gave different draws on a first and a later run (nutpie samples through Numba).
-# Exact IEEE arithmetic keeps every run reproducible; a user's own PYTENSOR_FLAGS win.
-if "numba__fastmath" not in os.environ.get("PYTENSOR_FLAGS", ""):
-    pytensor.config.numba__fastmath = False
 
 from .entities import TIDY_COLUMNS, Market, Region, SimulationTruth, Sku, Store
 from .inference import SAMPLING_DEFAULTS, ConvergenceReport, add_group_effects, convergence_report, fit

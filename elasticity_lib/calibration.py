@@ -28,7 +28,7 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
-from .inference import SAMPLING_DEFAULTS, add_group_effects
+from .inference import SAMPLING_DEFAULTS, add_group_effects, exact_numba_arithmetic
 from .likelihoods import marginal_group_loglik
 from .models import PRIORS, ModelSpec, _income_lines, build_model
 from .prepare import GroupStats, ModelData
@@ -182,7 +182,8 @@ def run_sbc(design: ModelData, n_markets: int, *, seed: int = 2018, fit_seed: in
     seeds = np.random.SeedSequence([seed, fit_seed]).spawn(n_markets)
 
     t0 = time.perf_counter()
-    compiled = nutpie.compile_pymc_model(build_marginal_sbc_model(design))
+    with exact_numba_arithmetic():
+        compiled = nutpie.compile_pymc_model(build_marginal_sbc_model(design))
     compile_seconds = time.perf_counter() - t0
 
     names = list(truth.columns)
@@ -194,9 +195,10 @@ def run_sbc(design: ModelData, n_markets: int, *, seed: int = 2018, fit_seed: in
         stats = data.region_stats
         market_model = compiled.with_data(**{f"stat_{f}": getattr(stats, f) for f in ("my", "cxy", "cyy")})
         sample_seed, effects_seed = (int(s) for s in seeds[i].generate_state(2))
-        idata = nutpie.sample(market_model, draws=draws, tune=tune, chains=chains, cores=cores,
-                              seed=sample_seed, progress_bar=False,
-                              target_accept=SAMPLING_DEFAULTS["target_accept"])
+        with exact_numba_arithmetic():
+            idata = nutpie.sample(market_model, draws=draws, tune=tune, chains=chains, cores=cores,
+                                  seed=sample_seed, progress_bar=False,
+                                  target_accept=SAMPLING_DEFAULTS["target_accept"])
         holder = SimpleNamespace(elasticity_spec=ModelSpec("multilevel", "marginal", data))
         idata = add_group_effects(idata, holder, seed=effects_seed)
         post = idata["posterior"].dataset

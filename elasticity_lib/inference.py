@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pymc as pm
+import pytensor
 import xarray as xr
 
 from .likelihoods import conditional_effects, group_information, outer_conditional
@@ -16,7 +18,7 @@ from .models import model_spec
 from .prepare import GroupStats
 from .reproducibility import sampler_seed
 
-__all__ = ["SAMPLING_DEFAULTS", "JAX_CACHE_DIR", "NUTPIE_FROM_TERMS", "likelihood_terms", "sampling_settings", "fit", "add_group_effects", "convergence_report", "ConvergenceReport"]
+__all__ = ["exact_numba_arithmetic", "SAMPLING_DEFAULTS", "JAX_CACHE_DIR", "NUTPIE_FROM_TERMS", "likelihood_terms", "sampling_settings", "fit", "add_group_effects", "convergence_report", "ConvergenceReport"]
 
 #: The book's sampler settings; ``fit`` applies them unless overridden.
 #:
@@ -49,6 +51,23 @@ NUTPIE_FROM_TERMS = 500
 #: Where compiled JAX programs are kept between sessions, unless JAX is told otherwise
 #: (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``).
 JAX_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "elasticity_lib" / "jax"
+
+
+@contextlib.contextmanager
+def exact_numba_arithmetic():
+    """Compile Numba code with exact IEEE arithmetic (no fastmath) inside the block.
+
+    With Numba's fastmath, LLVM may reorder floating-point operations differently in a
+    freshly compiled function and in the same function loaded from PyTensor's cache, so
+    one seed gave different draws on a first and a later run (nutpie samples through
+    Numba). The flag is changed only while the library compiles and samples, and a
+    user's own ``PYTENSOR_FLAGS`` setting of ``numba__fastmath`` wins.
+    """
+    if "numba__fastmath" in os.environ.get("PYTENSOR_FLAGS", ""):
+        yield
+        return
+    with pytensor.config.change_flags(numba__fastmath=False):
+        yield
 
 
 def _prepare_jax() -> None:
@@ -112,7 +131,7 @@ def fit(model: pm.Model, **overrides) -> xr.DataTree:
     uses_jax = kwargs.get("nuts_sampler") in ("numpyro", "blackjax")
     if uses_jax:
         _prepare_jax()
-    with model:
+    with model, exact_numba_arithmetic():
         idata = pm.sample(**kwargs)
     if uses_jax:
         # PyMC hands back JAX device arrays; everything downstream expects NumPy

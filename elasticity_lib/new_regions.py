@@ -29,6 +29,7 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
+from .inference import exact_numba_arithmetic
 from .likelihoods import marginal_group_loglik
 from .models import PRIORS, _income_lines
 from .predictive import posterior_predictive_draws, row_effects
@@ -234,7 +235,8 @@ class HoldoutRefitter:
         if held_out not in regions:
             raise ValueError(f"held_out region {held_out!r} is not one of the regions {regions}")
         if self._compiled is None:
-            self._compiled = nutpie.compile_pymc_model(holdout_model(data))
+            with exact_numba_arithmetic():
+                self._compiled = nutpie.compile_pymc_model(holdout_model(data))
             self._n_regions, self._center = data.n_regions, data.income_center
         if data.n_regions != self._n_regions:
             raise ValueError(
@@ -244,7 +246,8 @@ class HoldoutRefitter:
         updates = {f"stat_{f}": getattr(data.region_stats, f) for f in _STAT_FIELDS}
         updates.update(region_weight=weight, income_centred=data.income - self._center)
         compiled = self._compiled.with_data(**updates)
-        return nutpie.sample(compiled, seed=int(seed), progress_bar=False, **self.sample_kwargs)
+        with exact_numba_arithmetic():
+            return nutpie.sample(compiled, seed=int(seed), progress_bar=False, **self.sample_kwargs)
 
 
 def holdout_coverage(markets: Sequence, *, prob: float = 0.94, seed: int,

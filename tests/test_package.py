@@ -17,7 +17,23 @@ def test_submodules_are_reachable_and_unknown_names_fail():
         el.nope
 
 
-def test_numba_fastmath_is_off_so_cached_and_fresh_compilations_agree():
+def test_importing_leaves_global_flags_alone_and_sampling_scopes_fastmath(monkeypatch):
+    import subprocess
+    import sys
+
     import pytensor
 
-    assert pytensor.config.numba__fastmath is False
+    from elasticity_lib.inference import exact_numba_arithmetic
+
+    # a fresh interpreter: importing the package must not change PyTensor's global flags
+    code = "import pytensor; before = pytensor.config.numba__fastmath; import elasticity_lib; " \
+           "assert pytensor.config.numba__fastmath == before, 'import changed numba__fastmath'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    before = pytensor.config.numba__fastmath
+    with exact_numba_arithmetic():
+        assert pytensor.config.numba__fastmath is False
+    assert pytensor.config.numba__fastmath == before
+    # a user's own PYTENSOR_FLAGS setting wins
+    monkeypatch.setenv("PYTENSOR_FLAGS", "numba__fastmath=True")
+    with pytensor.config.change_flags(numba__fastmath=True), exact_numba_arithmetic():
+        assert pytensor.config.numba__fastmath is True
