@@ -28,10 +28,11 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
+from ._checks import check_probability
 from .inference import SAMPLING_DEFAULTS, add_group_effects, exact_numba_arithmetic
 from .likelihoods import marginal_group_loglik
 from .models import PRIORS, ModelSpec, _income_lines, build_model
-from .prepare import GroupStats, ModelData
+from .prepare import STAT_FIELDS, GroupStats, ModelData
 from .reproducibility import sampler_seed
 
 __all__ = [
@@ -53,7 +54,6 @@ __all__ = [
 #: Population-level parameters of the multilevel model that the study checks.
 POPULATION_PARAMETERS: tuple[str, ...] = ("a0", "a1", "b0", "b1", "sigma_a", "sigma_b", "sigma")
 #: Per-region statistics that the marginal likelihood needs (see :class:`GroupStats`).
-STAT_FIELDS: tuple[str, ...] = ("n", "mx", "my", "cxx", "cxy", "cyy")
 
 
 def build_marginal_sbc_model(design: ModelData) -> pm.Model:
@@ -99,8 +99,7 @@ def thin_draws(draws: np.ndarray, n_keep: int) -> np.ndarray:
 
 def interval_covers(truth: np.ndarray, draws: np.ndarray, prob: float) -> np.ndarray:
     """Whether each true value lies inside the central (equal-tailed) ``prob`` interval."""
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must be between 0 and 1, got {prob}")
+    check_probability(prob)
     lower, upper = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
     return (truth >= lower) & (truth <= upper)
 

@@ -185,8 +185,10 @@ class Market(_Entity):
                     parts["median_income"].append(np.full(n, region.median_income))
         df = pd.DataFrame({k: np.concatenate(v) for k, v in parts.items()})
         labels = list(dict.fromkeys(df["region_store_id"]))
-        if len(set(labels)) != len(labels):  # pragma: no cover - guarded by unique ids
-            raise ValueError("region_store_id labels collide")
+        # one label per (region, store) pair: two pairs sharing a label would merge stores
+        n_pairs = len(df[["region_id", "store_id"]].drop_duplicates())
+        if len(labels) != n_pairs:  # pragma: no cover - store_label is injective on valid ids
+            raise ValueError(f"region_store_id labels collide: {n_pairs} stores but {len(labels)} labels")
         df["log_price"] = np.log(df["price"])
         df["log_quantities"] = np.log(df["quantities"])
         for col in ["item_id", "store_id", "region_id"]:

@@ -14,7 +14,7 @@ import pytensor
 import xarray as xr
 
 from .likelihoods import conditional_effects, group_information, outer_conditional
-from .models import model_spec
+from .models import model_spec, region_cholesky
 from .prepare import GroupStats
 from .reproducibility import sampler_seed
 
@@ -249,9 +249,7 @@ def add_group_effects(idata: xr.DataTree, model: pm.Model, seed=None) -> xr.Data
         if spec.kind == "multilevel":
             s11, s12, s22 = values("sigma_a") ** 2, 0.0, values("sigma_b") ** 2
         else:
-            chol = post["chol_region"]
-            # chol_region is stored as the packed lower triangle [l00, l10, l11]
-            l00, l10, l11 = (np.asarray(chol.isel({chol.dims[-1]: i}).transpose("chain", "draw").values) for i in range(3))
+            l00, l10, l11 = (np.asarray(f.transpose("chain", "draw").values) for f in region_cholesky(post))
             s11, s12, s22 = l00**2, l00 * l10, l10**2 + l11**2
         a, b = _conditional_draws(rng, data.region_stats, m_a, m_b, s11, s12, s22, values("sigma"))
         new = {"alpha": (("chain", "draw", "region"), a), "beta": (("chain", "draw", "region"), b)}

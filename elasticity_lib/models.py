@@ -46,7 +46,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from .likelihoods import group_information, marginal_group_loglik, normal_group_loglik, outer_marginal_correction
-from .prepare import GroupStats, ModelData
+from .prepare import STAT_FIELDS, GroupStats, ModelData
 
 __all__ = ["MODEL_KINDS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec", "build_model", "model_spec", "PRIORS"]
 
@@ -64,7 +64,8 @@ DEFAULT_LIKELIHOOD: dict[str, str] = {
     "store_multilevel": "marginal",
 }
 
-#: Prior hyperparameters of the book (SPEC §4), shared by all models that use them.
+#: Prior hyperparameters of the book (chapters 4-6, after the reference notebook), shared
+#: by all models that use them.
 PRIORS = {
     "baseline_sd": 1.5,
     "a0_sd": 0.5,
@@ -97,9 +98,20 @@ def model_spec(model: pm.Model) -> ModelSpec:
     return spec
 
 
+def region_cholesky(posterior) -> tuple:
+    """The entries ``l00, l10, l11`` of the correlated model's Cholesky factor, per draw.
+
+    PyMC stores the factor ``L`` of :class:`pymc.LKJCholeskyCov` as its packed lower
+    triangle ``[l00, l10, l11]`` (``chol_region``); a region's deviation is ``L z``, so its
+    covariance is ``[[l00², l00 l10], [l00 l10, l10² + l11²]]``.
+    """
+    chol = posterior["chol_region"]
+    return tuple(chol.isel({chol.dims[-1]: i}, drop=True) for i in range(3))
+
+
 def _as_tensor_stats(stats: GroupStats) -> GroupStats:
     return GroupStats(*(pt.as_tensor_variable(np.asarray(getattr(stats, f), dtype=float))
-                        for f in ("n", "mx", "my", "cxx", "cxy", "cyy")))
+                        for f in STAT_FIELDS))
 
 
 def _income_lines(data: ModelData, dims: str = "region", centre: bool = True):

@@ -29,11 +29,12 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
+from ._checks import check_probability, posterior_dataset
 from .inference import exact_numba_arithmetic
 from .likelihoods import marginal_group_loglik
-from .models import PRIORS, _income_lines
+from .models import PRIORS, _income_lines, region_cholesky
 from .predictive import posterior_predictive_draws, row_effects
-from .prepare import GroupStats, ModelData, prepare_data
+from .prepare import STAT_FIELDS, GroupStats, ModelData, prepare_data
 
 __all__ = [
     "PREDICTABLE_KINDS",
@@ -48,19 +49,7 @@ __all__ = [
 #: Model kinds with a population distribution of regions, hence able to predict a new one.
 PREDICTABLE_KINDS: tuple[str, ...] = ("multilevel", "correlated", "store_multilevel")
 
-_STAT_FIELDS = ("n", "mx", "my", "cxx", "cxy", "cyy")
 _SAMPLE_DIMS = ("chain", "draw")
-
-
-def _posterior_dataset(idata) -> xr.Dataset:
-    """The posterior as a Dataset of NumPy arrays (samplers may hand back JAX arrays)."""
-    if isinstance(idata, xr.Dataset):
-        return idata.as_numpy()
-    if isinstance(idata, xr.DataTree):
-        if "posterior" not in idata.children:
-            raise ValueError("the DataTree has no 'posterior' group")
-        return idata["posterior"].to_dataset().as_numpy()
-    raise TypeError(f"expected a DataTree from fit() or a posterior Dataset, got {type(idata).__name__}")
 
 
 def _check_incomes(new_incomes: Mapping) -> tuple[list, np.ndarray]:
@@ -87,7 +76,7 @@ def new_region_draws(idata, new_incomes: Mapping, *, kind: str, seed) -> xr.Data
             f"kind {kind!r} has no population distribution of regions to predict from; "
             f"choose one of {list(PREDICTABLE_KINDS)}"
         )
-    post = _posterior_dataset(idata)
+    post = posterior_dataset(idata)
     names, incomes = _check_incomes(new_incomes)
     needed = ["a0", "a1", "b0", "b1"] + (["chol_region"] if kind == "correlated" else ["sigma_a", "sigma_b"])
     missing = [v for v in needed if v not in post]
@@ -101,9 +90,7 @@ def new_region_draws(idata, new_incomes: Mapping, *, kind: str, seed) -> xr.Data
     z = [xr.DataArray(rng.standard_normal(shape), dims=(*_SAMPLE_DIMS, "region"), coords={"region": names})
          for _ in range(2)]
     if kind == "correlated":
-        chol = post["chol_region"]
-        # the packed lower triangle [l00, l10, l11] of the Cholesky factor L; deviation = L z
-        l00, l10, l11 = (chol.isel({chol.dims[-1]: i}, drop=True) for i in range(3))
+        l00, l10, l11 = region_cholesky(post)
         dev_a, dev_b = l00 * z[0], l10 * z[0] + l11 * z[1]
     else:
         dev_a, dev_b = post["sigma_a"] * z[0], post["sigma_b"] * z[1]
@@ -120,7 +107,7 @@ def predict_regions(idata, new_incomes: Mapping | None = None, *, kind: str, see
     boolean coordinate ``observed`` tells the two kinds of region apart. Region labels
     are returned as strings (fitted region 7 becomes ``"7"``).
     """
-    post = _posterior_dataset(idata)
+    post = posterior_dataset(idata)
     for var in ("alpha", "beta", "sigma"):
         if var not in post:
             raise ValueError(f"the posterior lacks {var!r}; fit a region-level model with elasticity_lib.fit")
@@ -159,8 +146,7 @@ def demand_bands(effects: xr.Dataset, prices, *, prob: float = 0.94, seed) -> pd
     The draws are made by :mod:`elasticity_lib.predictive`, the same code as the
     posterior predictive checks of fitted regions.
     """
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
+    check_probability(prob)
     prices = np.asarray(prices, dtype=float)
     if prices.ndim != 1 or prices.size == 0 or not np.all(np.isfinite(prices)) or np.any(prices <= 0):
         raise ValueError("prices must be a non-empty 1-d array of finite, strictly positive prices")
@@ -204,7 +190,7 @@ def holdout_model(data: ModelData) -> pm.Model:
         sigma_a = pm.Exponential("sigma_a", PRIORS["region_sd_rate"])
         sigma_b = pm.Exponential("sigma_b", PRIORS["region_sd_rate"])
         sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
-        stats = GroupStats(*(pm.Data(f"stat_{f}", getattr(data.region_stats, f), dims="region") for f in _STAT_FIELDS))
+        stats = GroupStats(*(pm.Data(f"stat_{f}", getattr(data.region_stats, f), dims="region") for f in STAT_FIELDS))
         weight = pm.Data("region_weight", np.ones(data.n_regions), dims="region")
         loglik = marginal_group_loglik(pt, stats, m_alpha, m_beta, sigma_a**2, 0.0, sigma_b**2, sigma)
         pm.Potential("loglik", (weight * loglik).sum())
@@ -243,7 +229,7 @@ class HoldoutRefitter:
                 f"this refitter was compiled for {self._n_regions} regions; the data have {data.n_regions}"
             )
         weight = np.array([0.0 if r == held_out else 1.0 for r in regions])
-        updates = {f"stat_{f}": getattr(data.region_stats, f) for f in _STAT_FIELDS}
+        updates = {f"stat_{f}": getattr(data.region_stats, f) for f in STAT_FIELDS}
         updates.update(region_weight=weight, income_centred=data.income - self._center)
         compiled = self._compiled.with_data(**updates)
         with exact_numba_arithmetic():
@@ -260,8 +246,7 @@ def holdout_coverage(markets: Sequence, *, prob: float = 0.94, seed: int,
     income alone, and the table records the equal-tailed ``prob`` interval and whether
     it holds the true value.
     """
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
+    check_probability(prob)
     refitter = refitter or HoldoutRefitter()
     tail = (1 - prob) / 2
     rng = np.random.default_rng(seed)

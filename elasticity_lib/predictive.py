@@ -26,6 +26,7 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
+from ._checks import check_probability, posterior_dataset
 from .models import build_model
 from .prepare import ModelData
 from .reproducibility import sampler_seed
@@ -67,10 +68,8 @@ def sample_prior_predictive(kind: str, data: ModelData, draws: int = 500, random
 
 
 def _posterior(idata: xr.DataTree) -> xr.Dataset:
-    if "posterior" not in idata.children:
-        raise ValueError("the DataTree has no 'posterior' group")
     # as_numpy: samplers may return device arrays (JAX), which lack vectorised indexing
-    return idata["posterior"].to_dataset().as_numpy()
+    return posterior_dataset(idata)
 
 
 def _level(post: xr.Dataset) -> tuple[str, str, str]:
@@ -225,8 +224,7 @@ def predictive_bands(idata: xr.DataTree, data: ModelData, *, n_points: int = 30,
     """
     if seed is None:
         seed = sampler_seed("predictive_bands")
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must be strictly between 0 and 1, got {prob!r}")
+    check_probability(prob)
     grid = price_grid(data, n_points)
     post = _posterior(idata)
     _, _, dim = _level(post)

@@ -7,7 +7,7 @@ altered silently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 
 import numpy as np
@@ -174,7 +174,11 @@ class GroupStats:
 
     def subset(self, index: np.ndarray) -> GroupStats:
         """Statistics of the selected groups only."""
-        return GroupStats(*(getattr(self, f)[index] for f in ("n", "mx", "my", "cxx", "cxy", "cyy")))
+        return GroupStats(*(getattr(self, f)[index] for f in STAT_FIELDS))
+
+
+#: Names of the :class:`GroupStats` fields, in order.
+STAT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(GroupStats))
 
 
 @dataclass(frozen=True)

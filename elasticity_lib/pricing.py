@@ -24,6 +24,8 @@ import pandas as pd
 import xarray as xr
 from scipy.optimize import minimize_scalar
 
+from ._checks import check_probability
+
 __all__ = [
     "optimal_price",
     "expected_quantity",
@@ -114,8 +116,7 @@ def price_posterior(effects: xr.Dataset, cost: float, *, prob: float = 0.94, dim
     finite optimum raises ``ValueError`` (use :func:`choose_prices` with a price range).
     """
     cost = _check_cost(cost)
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
+    check_probability(prob)
     dim = _group_dim(effects, dim)
     a, b, s = _draw_arrays(effects, dim)
     tail = (1 - prob) / 2
@@ -226,8 +227,7 @@ def profit_bands(effects: xr.Dataset, cost: float, prices, *, prob: float = 0.94
     and ``expected``, the posterior mean (the curve the Bayes price maximises).
     """
     cost = _check_cost(cost)
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
+    check_probability(prob)
     prices = np.asarray(prices, dtype=float)
     mean_curve = expected_profit_curve(effects, cost, prices, dim=dim)
     dim = mean_curve.dims[0]

@@ -24,19 +24,13 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
+from ._checks import check_probability, posterior_dataset
+
 __all__ = ["interval_table", "coverage_threshold", "JointDistance", "joint_distance"]
 
 
-def _posterior(idata: xr.DataTree) -> xr.Dataset:
-    if "posterior" not in idata.children:
-        raise ValueError("the DataTree has no 'posterior' group")
-    return idata["posterior"].to_dataset().as_numpy()
-
-
-def _check_prob(prob: float) -> float:
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must be strictly between 0 and 1, got {prob!r}")
-    return float(prob)
+_posterior = posterior_dataset
+_check_prob = check_probability
 
 
 def interval_table(idata: xr.DataTree, truth: Mapping[str, float | Sequence[float]], prob: float = 0.94) -> pd.DataFrame:

@@ -13,6 +13,8 @@ import arviz as az
 import pandas as pd
 import xarray as xr
 
+from ._checks import check_probability
+
 __all__ = ["summary_table"]
 
 
@@ -22,8 +24,7 @@ def summary_table(idata: xr.DataTree, var_names: Sequence[str], *, prob: float =
     A thin wrapper of :func:`arviz.summary` (``ci_kind="hdi"``): means, interval bounds
     and r_hat are rounded to ``decimals``, sds to ``decimals + 1`` and ESS to hundreds.
     """
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must be strictly between 0 and 1, got {prob!r}")
+    check_probability(prob)
     if isinstance(var_names, str):
         var_names = [var_names]
     if "posterior" not in idata.children:

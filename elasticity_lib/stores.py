@@ -16,6 +16,7 @@ import pandas as pd
 import statsmodels.api as sm
 import xarray as xr
 
+from ._checks import check_probability
 from .prepare import ModelData
 
 __all__ = [
@@ -30,9 +31,7 @@ __all__ = [
 _ESTIMATE_COLUMNS = ["estimate", "lower", "upper"]
 
 
-def _check_prob(prob: float) -> None:
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob}")
+_check_prob = check_probability
 
 
 def no_pooling_fits(data: ModelData, prob: float = 0.94) -> pd.DataFrame:

@@ -1,0 +1,27 @@
+"""Small argument checks and accessors shared by the library's modules (private)."""
+
+from __future__ import annotations
+
+import xarray as xr
+
+
+def check_probability(value: float, name: str = "prob") -> float:
+    """Return ``value`` as a float if it lies strictly between 0 and 1, else raise naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"{name} must be strictly between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def posterior_dataset(idata) -> xr.Dataset:
+    """The posterior of a fit as a Dataset of NumPy arrays (samplers may hand back JAX arrays).
+
+    Accepts the ``DataTree`` of :func:`~elasticity_lib.inference.fit` or a posterior
+    ``Dataset`` (for example the effects of new regions).
+    """
+    if isinstance(idata, xr.Dataset):
+        return idata.as_numpy()
+    if isinstance(idata, xr.DataTree):
+        if "posterior" not in idata.children:
+            raise ValueError("the DataTree has no 'posterior' group")
+        return idata["posterior"].to_dataset().as_numpy()
+    raise TypeError(f"expected a DataTree from fit() or a posterior Dataset, got {type(idata).__name__}")
