@@ -20,26 +20,22 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pymc as pm
-import pytensor.tensor as pt
 import xarray as xr
 
 from ._checks import check_probability
 from .inference import SAMPLING_DEFAULTS, add_group_effects, exact_numba_arithmetic
-from .likelihoods import marginal_group_loglik
-from .models import PRIORS, ModelSpec, _income_lines, build_model
-from .prepare import STAT_FIELDS, GroupStats, ModelData
+from .models import ModelSpec, build_model
+from .prepare import STAT_FIELDS, ModelData
 from .reproducibility import sampler_seed
 
 __all__ = [
     "POPULATION_PARAMETERS",
     "STAT_FIELDS",
     "SBCResult",
-    "build_marginal_sbc_model",
     "sbc_rank",
     "thin_draws",
     "interval_covers",
@@ -54,26 +50,6 @@ __all__ = [
 #: Population-level parameters of the multilevel model that the study checks.
 POPULATION_PARAMETERS: tuple[str, ...] = ("a0", "a1", "b0", "b1", "sigma_a", "sigma_b", "sigma")
 #: Per-region statistics that the marginal likelihood needs (see :class:`GroupStats`).
-
-
-def build_marginal_sbc_model(design: ModelData) -> pm.Model:
-    """The multilevel model in marginal form, with the region statistics as ``pm.Data``.
-
-    It defines the same posterior as ``build_model("multilevel", data, "marginal")`` (the
-    tests compare their log densities), but its data can be swapped after compilation:
-    the statistics are the shared variables ``stat_n``, ``stat_mx``, ..., ``stat_cyy``.
-    """
-    coords = {"region": design.coords["region"]}
-    with pm.Model(coords=coords) as model:
-        m_alpha, m_beta = _income_lines(design)
-        sigma_a = pm.Exponential("sigma_a", PRIORS["region_sd_rate"])
-        sigma_b = pm.Exponential("sigma_b", PRIORS["region_sd_rate"])
-        sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
-        stats = GroupStats(*(pm.Data(f"stat_{f}", getattr(design.region_stats, f), dims="region")
-                             for f in STAT_FIELDS))
-        loglik = marginal_group_loglik(pt, stats, m_alpha, m_beta, sigma_a**2, 0.0, sigma_b**2, sigma)
-        pm.Potential("loglik", loglik.sum())
-    return model
 
 
 def sbc_rank(truth: np.ndarray, draws: np.ndarray) -> np.ndarray:
@@ -182,7 +158,7 @@ def run_sbc(design: ModelData, n_markets: int, *, seed: int = 2018, fit_seed: in
 
     t0 = time.perf_counter()
     with exact_numba_arithmetic():
-        compiled = nutpie.compile_pymc_model(build_marginal_sbc_model(design))
+        compiled = nutpie.compile_pymc_model(build_model("multilevel", design, "marginal", shared_data=True))
     compile_seconds = time.perf_counter() - t0
 
     names = list(truth.columns)
@@ -198,8 +174,7 @@ def run_sbc(design: ModelData, n_markets: int, *, seed: int = 2018, fit_seed: in
             idata = nutpie.sample(market_model, draws=draws, tune=tune, chains=chains, cores=cores,
                                   seed=sample_seed, progress_bar=False,
                                   target_accept=SAMPLING_DEFAULTS["target_accept"])
-        holder = SimpleNamespace(elasticity_spec=ModelSpec("multilevel", "marginal", data))
-        idata = add_group_effects(idata, holder, seed=effects_seed)
+        idata = add_group_effects(idata, ModelSpec("multilevel", "marginal", data), seed=effects_seed)
         post = idata["posterior"].dataset
         flat = np.column_stack(
             [post[p].to_numpy().reshape(-1) for p in POPULATION_PARAMETERS]

@@ -14,7 +14,7 @@ import pytensor
 import xarray as xr
 
 from .likelihoods import conditional_effects, group_information, outer_conditional
-from .models import model_spec, region_cholesky
+from .models import ModelSpec, model_spec, region_cholesky
 from .prepare import GroupStats
 from .reproducibility import sampler_seed
 
@@ -226,7 +226,7 @@ def _nested_draws(rng, data, m_a, m_b, s11, s22, t11, t22, sigma):
     return tuple(out)
 
 
-def add_group_effects(idata: xr.DataTree, model: pm.Model, seed=None) -> xr.DataTree:
+def add_group_effects(idata: xr.DataTree, model: pm.Model | ModelSpec, seed=None) -> xr.DataTree:
     """Add the group effects that a marginal model integrated out, drawn per posterior draw.
 
     Given the population parameters and sigma of each draw, a group's intercept and
@@ -235,7 +235,7 @@ def add_group_effects(idata: xr.DataTree, model: pm.Model, seed=None) -> xr.Data
     store-level model, regions are drawn first (stores integrated out), then stores given
     their region's draw.
     """
-    spec = model_spec(model)
+    spec = model if isinstance(model, ModelSpec) else model_spec(model)
     post = idata["posterior"].dataset
     rng = np.random.default_rng(seed)
     data = spec.data

@@ -114,6 +114,27 @@ def _as_tensor_stats(stats: GroupStats) -> GroupStats:
                         for f in STAT_FIELDS))
 
 
+def _group_stats(stats: GroupStats, dims: str, shared: bool) -> GroupStats:
+    """The statistics as model constants or, with ``shared``, as ``pm.Data`` named ``stat_<field>``.
+
+    Shared statistics let one compiled model be refitted on other data of the same shape
+    (nutpie's ``with_data`` or :func:`pymc.set_data`): the hold-out refits and the
+    simulation-based calibration do this.
+    """
+    if not shared:
+        return _as_tensor_stats(stats)
+    return GroupStats(*(pm.Data(f"stat_{f}", np.asarray(getattr(stats, f), dtype=float), dims=dims)
+                        for f in STAT_FIELDS))
+
+
+def _weighted_sum(loglik, weights, dims: str, shared: bool):
+    """Sum of per-group log-likelihoods, each times its weight (``group_weight``) if given."""
+    if weights is None:
+        return loglik.sum()
+    w = pm.Data("group_weight", weights, dims=dims) if shared else pt.as_tensor_variable(weights)
+    return (w * loglik).sum()
+
+
 def _income_lines(data: ModelData, dims: str = "region", centre: bool = True):
     """Population intercept and slope lines in centred income; book parameters as deterministics.
 
@@ -152,7 +173,8 @@ def _sufficient_likelihood(stats: GroupStats, alpha, beta, sigma) -> None:
     pm.Potential("loglik", normal_group_loglik(pt, _as_tensor_stats(stats), alpha, beta, sigma).sum())
 
 
-def _baseline(data: ModelData, likelihood: str, centre_income: bool = True) -> None:
+def _baseline(data: ModelData, likelihood: str, centre_income: bool = True, shared: bool = False,
+              weights=None) -> None:
     alpha = pm.Normal("alpha", 0.0, PRIORS["baseline_sd"], dims="region")
     beta = pm.Normal("beta", 0.0, PRIORS["baseline_sd"], dims="region")
     sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
@@ -164,14 +186,16 @@ def _baseline(data: ModelData, likelihood: str, centre_income: bool = True) -> N
         raise ValueError("the baseline model has no group-level prior to marginalise: use 'rows' or 'sufficient'")
 
 
-def _multilevel(data: ModelData, likelihood: str, centre_income: bool = True) -> None:
+def _multilevel(data: ModelData, likelihood: str, centre_income: bool = True, shared: bool = False,
+                weights=None) -> None:
     m_alpha, m_beta = _income_lines(data, centre=centre_income)
     sigma_a = pm.Exponential("sigma_a", PRIORS["region_sd_rate"])
     sigma_b = pm.Exponential("sigma_b", PRIORS["region_sd_rate"])
     sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
     if likelihood == "marginal":
-        stats = _as_tensor_stats(data.region_stats)
-        pm.Potential("loglik", marginal_group_loglik(pt, stats, m_alpha, m_beta, sigma_a**2, 0.0, sigma_b**2, sigma).sum())
+        stats = _group_stats(data.region_stats, "region", shared)
+        loglik = marginal_group_loglik(pt, stats, m_alpha, m_beta, sigma_a**2, 0.0, sigma_b**2, sigma)
+        pm.Potential("loglik", _weighted_sum(loglik, weights, "region", shared))
         return
     z_a = pm.Normal("z_a", 0.0, 1.0, dims="region")
     z_b = pm.Normal("z_b", 0.0, 1.0, dims="region")
@@ -183,7 +207,8 @@ def _multilevel(data: ModelData, likelihood: str, centre_income: bool = True) ->
         _sufficient_likelihood(data.region_stats, alpha, beta, sigma)
 
 
-def _correlated(data: ModelData, likelihood: str, centre_income: bool = True) -> None:
+def _correlated(data: ModelData, likelihood: str, centre_income: bool = True, shared: bool = False,
+                weights=None) -> None:
     m_alpha, m_beta = _income_lines(data, centre=centre_income)
     chol, corr, stds = pm.LKJCholeskyCov(
         "chol_region", n=2, eta=PRIORS["lkj_eta"],
@@ -208,7 +233,8 @@ def _correlated(data: ModelData, likelihood: str, centre_income: bool = True) ->
         _sufficient_likelihood(data.region_stats, alpha, beta, sigma)
 
 
-def _store_multilevel(data: ModelData, likelihood: str, centre_income: bool = True) -> None:
+def _store_multilevel(data: ModelData, likelihood: str, centre_income: bool = True, shared: bool = False,
+                      weights=None) -> None:
     m_alpha, m_beta = _income_lines(data, centre=centre_income)
     sigma_a = pm.Exponential("sigma_a", PRIORS["region_sd_rate"])
     sigma_b = pm.Exponential("sigma_b", PRIORS["region_sd_rate"])
@@ -255,14 +281,30 @@ _BUILDERS = {
 
 
 def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None = None, *,
-                centre_income: bool = True) -> pm.Model:
+                centre_income: bool = True, shared_data: bool = False, group_weights=None) -> pm.Model:
     """Build one of the book's models on prepared data.
 
-    ``likelihood`` picks the form of the same model (see the module docstring); ``None``
-    takes the fast default of :data:`DEFAULT_LIKELIHOOD`. Use ``"rows"`` for prior and
-    posterior predictive sampling, which needs an observed variable.
-    ``centre_income=False`` samples ``a0``, ``b0`` on raw income (the reference set-up,
-    kept for benchmarks); the priors and the posterior are the same either way.
+    Parameters
+    ----------
+    kind
+        One of :data:`MODEL_KINDS`.
+    data
+        Model inputs from :func:`~elasticity_lib.prepare.prepare_data`.
+    likelihood
+        The form of the same model (see the module docstring); ``None`` takes the fast
+        default of :data:`DEFAULT_LIKELIHOOD`. Use ``"rows"`` for prior and posterior
+        predictive sampling, which needs an observed variable.
+    centre_income
+        ``False`` samples ``a0``, ``b0`` on raw income (the reference set-up, kept for
+        benchmarks); the priors and the posterior are the same either way.
+    shared_data
+        Hold the region statistics (``stat_n``, ``stat_mx``, ...) and the centred incomes
+        as ``pm.Data``, so that a compiled model can be refitted on other data of the same
+        shape (multilevel model, marginal form).
+    group_weights
+        One weight per region multiplying its log-likelihood term (``group_weight``,
+        shared with ``shared_data``): a region with weight 0 contributes nothing, so the
+        fit is the fit without its rows (multilevel model, marginal form).
     """
     if not isinstance(centre_income, bool):
         raise ValueError(f"centre_income must be True or False, got {centre_income!r}")
@@ -273,12 +315,20 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")
     if not isinstance(data, ModelData):
         raise TypeError(f"data must be ModelData from prepare_data, got {type(data).__name__}")
+    if (shared_data or group_weights is not None) and (kind, likelihood) != ("multilevel", "marginal"):
+        raise ValueError("shared_data and group_weights apply to the multilevel model's marginal form only, "
+                         f"not to kind={kind!r} with likelihood={likelihood!r}")
+    if group_weights is not None:
+        group_weights = np.asarray(group_weights, dtype=float)
+        if group_weights.shape != (data.n_regions,) or not np.isfinite(group_weights).all() or (group_weights < 0).any():
+            raise ValueError(f"group_weights must be {data.n_regions} finite, non-negative numbers (one per region), "
+                             f"got shape {group_weights.shape}")
     coords = {"region": data.coords["region"], "effect": ["intercept", "elasticity"]}
     if kind == "store_multilevel":
         coords["store"] = data.coords["store"]
     if likelihood == "rows":
         coords["obs"] = data.coords["obs"]
     with pm.Model(coords=coords) as model:
-        _BUILDERS[kind](data, likelihood, centre_income)
+        _BUILDERS[kind](data, likelihood, centre_income, shared_data, group_weights)
     model.elasticity_spec = ModelSpec(kind=kind, likelihood=likelihood, data=data, centre_income=centre_income)
     return model

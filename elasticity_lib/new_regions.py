@@ -25,23 +25,19 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pymc as pm
-import pytensor.tensor as pt
 import xarray as xr
 
 from ._checks import check_probability, posterior_dataset
 from .inference import exact_numba_arithmetic
-from .likelihoods import marginal_group_loglik
-from .models import PRIORS, _income_lines, region_cholesky
+from .models import build_model, region_cholesky
 from .predictive import posterior_predictive_draws, row_effects
-from .prepare import STAT_FIELDS, GroupStats, ModelData, prepare_data
+from .prepare import STAT_FIELDS, ModelData, prepare_data
 
 __all__ = [
     "PREDICTABLE_KINDS",
     "new_region_draws",
     "predict_regions",
     "demand_bands",
-    "holdout_model",
     "HoldoutRefitter",
     "holdout_coverage",
 ]
@@ -174,33 +170,12 @@ def demand_bands(effects: xr.Dataset, prices, *, prob: float = 0.94, seed) -> pd
     })
 
 
-def holdout_model(data: ModelData) -> pm.Model:
-    """The multilevel model (marginal likelihood) with its data held in ``pm.Data``.
-
-    The same priors and likelihood as ``build_model("multilevel", data)``, but the region
-    statistics (``stat_n``, ``stat_mx``, ...), the centred incomes and a 0/1 weight per
-    region (``region_weight``) are shared data, so that a compiled copy can be refitted
-    on other data of the same shape. A region with weight 0 contributes nothing to the
-    likelihood: the fit is the fit without that region's rows.
-    """
-    if not isinstance(data, ModelData):
-        raise TypeError(f"data must be ModelData from prepare_data, got {type(data).__name__}")
-    with pm.Model(coords={"region": data.coords["region"]}) as model:
-        m_alpha, m_beta = _income_lines(data)
-        sigma_a = pm.Exponential("sigma_a", PRIORS["region_sd_rate"])
-        sigma_b = pm.Exponential("sigma_b", PRIORS["region_sd_rate"])
-        sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
-        stats = GroupStats(*(pm.Data(f"stat_{f}", getattr(data.region_stats, f), dims="region") for f in STAT_FIELDS))
-        weight = pm.Data("region_weight", np.ones(data.n_regions), dims="region")
-        loglik = marginal_group_loglik(pt, stats, m_alpha, m_beta, sigma_a**2, 0.0, sigma_b**2, sigma)
-        pm.Potential("loglik", (weight * loglik).sum())
-    return model
-
-
 class HoldoutRefitter:
     """Refit the multilevel model without one region, compiling the model only once.
 
-    The first :meth:`fit` compiles :func:`holdout_model` with nutpie (a few seconds);
+    The first :meth:`fit` compiles the multilevel model in marginal form with shared
+    data and region weights (``build_model(..., shared_data=True, group_weights=...)``)
+    with nutpie (a few seconds);
     every later call swaps in new data with nutpie's ``with_data`` and only samples. Any
     market with the same number of regions can be refitted. Income is centred at the
     first market's mean income throughout; this reparametrisation leaves the posterior of
@@ -222,7 +197,9 @@ class HoldoutRefitter:
             raise ValueError(f"held_out region {held_out!r} is not one of the regions {regions}")
         if self._compiled is None:
             with exact_numba_arithmetic():
-                self._compiled = nutpie.compile_pymc_model(holdout_model(data))
+                model = build_model("multilevel", data, "marginal", shared_data=True,
+                                    group_weights=np.ones(data.n_regions))
+                self._compiled = nutpie.compile_pymc_model(model)
             self._n_regions, self._center = data.n_regions, data.income_center
         if data.n_regions != self._n_regions:
             raise ValueError(
@@ -230,7 +207,7 @@ class HoldoutRefitter:
             )
         weight = np.array([0.0 if r == held_out else 1.0 for r in regions])
         updates = {f"stat_{f}": getattr(data.region_stats, f) for f in STAT_FIELDS}
-        updates.update(region_weight=weight, income_centred=data.income - self._center)
+        updates.update(group_weight=weight, income_centred=data.income - self._center)
         compiled = self._compiled.with_data(**updates)
         with exact_numba_arithmetic():
             return nutpie.sample(compiled, seed=int(seed), progress_bar=False, **self.sample_kwargs)

@@ -13,7 +13,6 @@ from scipy import stats
 
 from elasticity_lib.calibration import (
     POPULATION_PARAMETERS,
-    build_marginal_sbc_model,
     coverage_table,
     interval_covers,
     plot_rank_histograms,
@@ -119,7 +118,7 @@ def test_coverage_table_pools_region_elasticities():
 
 def test_sbc_model_has_the_library_posterior(small_data):
     """The swappable-data model and build_model's marginal model have the same log density."""
-    ours = build_marginal_sbc_model(small_data)
+    ours = build_model("multilevel", small_data, "marginal", shared_data=True)
     library = build_model("multilevel", small_data, likelihood="marginal")
     assert {v.name for v in ours.free_RVs} == {v.name for v in library.free_RVs}
     logp_ours, logp_lib = ours.compile_logp(), library.compile_logp()

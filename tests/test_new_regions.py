@@ -12,7 +12,6 @@ from elasticity_lib.new_regions import (
     HoldoutRefitter,
     demand_bands,
     holdout_coverage,
-    holdout_model,
     new_region_draws,
     predict_regions,
 )
@@ -183,8 +182,8 @@ def test_holdout_model_equals_the_multilevel_model_without_the_region(small_mark
     full = prepare_data(df)
     held = 2
     reduced = prepare_data(df[df["region_id"] != held])
-    fast = holdout_model(full)
-    pm.set_data({"region_weight": np.array([r != held for r in full.coords["region"]], dtype=float)}, model=fast)
+    fast = build_model("multilevel", full, "marginal", shared_data=True, group_weights=np.ones(full.n_regions))
+    pm.set_data({"group_weight": np.array([r != held for r in full.coords["region"]], dtype=float)}, model=fast)
     ref = build_model("multilevel", reduced, likelihood="marginal")
     rng = np.random.default_rng(0)
     for _ in range(3):
@@ -200,7 +199,8 @@ def test_holdout_model_equals_the_multilevel_model_without_the_region(small_mark
 
 def test_holdout_model_with_all_regions_equals_build_model(small_market):
     data = prepare_data(small_market.to_dataframe())
-    fast, ref = holdout_model(data), build_model("multilevel", data, likelihood="marginal")
+    fast = build_model("multilevel", data, "marginal", shared_data=True, group_weights=np.ones(data.n_regions))
+    ref = build_model("multilevel", data, likelihood="marginal")
     point = {"a1": 0.25, "b1": -0.5, "a0_centred": 2.0, "b0_centred": -3.0,
              "sigma_a_log__": -2.5, "sigma_b_log__": -3.1, "sigma_log__": -1.1}
     assert _logp_at(fast, point) == pytest.approx(_logp_at(ref, point), rel=1e-12)
