@@ -14,7 +14,7 @@ import pytensor
 import xarray as xr
 
 from .likelihoods import conditional_effects, group_information, outer_conditional
-from .models import ModelSpec, model_spec, region_cholesky
+from .models import ModelSpec, model_spec, region_cholesky, spec_attributes
 from .prepare import GroupStats
 from .reproducibility import sampler_seed
 
@@ -122,7 +122,9 @@ def fit(model: pm.Model, **overrides) -> xr.DataTree:
 
     Any keyword of :func:`pymc.sample` overrides a default (for example
     ``nuts_sampler="nutpie"``). Without one, models with at least
-    :data:`NUTPIE_FROM_TERMS` likelihood terms use nutpie. For a model built with the ``"marginal"`` likelihood, the
+    :data:`NUTPIE_FROM_TERMS` likelihood terms use nutpie. The result's attributes record
+    the model's specification (:func:`~elasticity_lib.models.spec_attributes`), so later
+    steps read the model kind from it. For a model built with the ``"marginal"`` likelihood, the
     integrated-out group effects are drawn afterwards from their exact conditional
     posterior (:func:`add_group_effects`), so the result carries ``alpha`` and ``beta``
     like the other forms.
@@ -141,6 +143,11 @@ def fit(model: pm.Model, **overrides) -> xr.DataTree:
     if spec is not None and spec.likelihood == "marginal":
         seed = kwargs.get("random_seed")
         idata = add_group_effects(idata, model, seed=None if seed is None else np.random.SeedSequence(seed).spawn(1)[0])
+    if spec is not None:
+        # the result says what was fitted, for every later step (and for readers of a saved file)
+        attrs = spec_attributes(spec)
+        idata.attrs.update(attrs)
+        idata["posterior"].attrs.update(attrs)
     return idata
 
 

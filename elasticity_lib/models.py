@@ -44,11 +44,13 @@ from typing import Literal
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+import xarray as xr
 
 from .likelihoods import group_information, marginal_group_loglik, normal_group_loglik, outer_marginal_correction
 from .prepare import STAT_FIELDS, GroupStats, ModelData
 
-__all__ = ["MODEL_KINDS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec", "build_model", "model_spec", "PRIORS"]
+__all__ = ["MODEL_KINDS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec", "build_model", "model_spec", "PRIORS",
+           "spec_attributes", "fitted_kind"]
 
 ModelKind = Literal["baseline", "multilevel", "correlated", "store_multilevel"]
 Likelihood = Literal["rows", "sufficient", "marginal"]
@@ -88,6 +90,38 @@ class ModelSpec:
     likelihood: str
     data: ModelData
     centre_income: bool = True
+
+
+#: Prefix of the attributes that :func:`~elasticity_lib.inference.fit` writes on a result.
+SPEC_PREFIX = "elasticity_"
+
+
+def spec_attributes(spec: ModelSpec) -> dict:
+    """The model's specification as plain attributes for a fitted result.
+
+    Kind, likelihood form, income centring and the group coordinates, so that later
+    steps (new regions, pricing, tables) can read what was fitted from the result itself
+    instead of being told again. Values are strings, numbers and lists only, so the
+    result still writes to netCDF or Zarr.
+    """
+    attrs = {"kind": spec.kind, "likelihood": spec.likelihood, "centre_income": int(spec.centre_income),
+             "income_center": spec.data.income_center, "n_obs": spec.data.n_obs,
+             "regions": [str(r) for r in spec.data.coords["region"]]}
+    if spec.kind == "store_multilevel":
+        attrs["stores"] = [str(s) for s in spec.data.coords["store"]]
+    return {SPEC_PREFIX + k: v for k, v in attrs.items()}
+
+
+def fitted_kind(result) -> str:
+    """The model kind recorded on a fitted result (a ``DataTree`` or its posterior ``Dataset``)."""
+    attrs = dict(getattr(result, "attrs", {}))
+    if isinstance(result, xr.DataTree) and "posterior" in result.children:
+        attrs = {**result["posterior"].attrs, **attrs}
+    kind = attrs.get(SPEC_PREFIX + "kind")
+    if kind is None:
+        raise ValueError("the result does not record its model kind (it was not made by elasticity_lib.fit); "
+                         "pass kind= explicitly")
+    return str(kind)
 
 
 def model_spec(model: pm.Model) -> ModelSpec:

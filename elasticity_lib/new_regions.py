@@ -29,9 +29,10 @@ import xarray as xr
 
 from ._checks import check_probability, posterior_dataset
 from .inference import exact_numba_arithmetic
-from .models import build_model, region_cholesky
+from .models import build_model, fitted_kind, region_cholesky
 from .predictive import posterior_predictive_draws, row_effects
 from .prepare import STAT_FIELDS, ModelData, prepare_data
+from .reproducibility import sampler_seed
 
 __all__ = [
     "PREDICTABLE_KINDS",
@@ -59,14 +60,17 @@ def _check_incomes(new_incomes: Mapping) -> tuple[list, np.ndarray]:
     return names, incomes
 
 
-def new_region_draws(idata, new_incomes: Mapping, *, kind: str, seed) -> xr.Dataset:
+def new_region_draws(idata, new_incomes: Mapping, *, kind: str | None = None, seed=None) -> xr.Dataset:
     """Posterior predictive draws of intercept and elasticity for regions never observed.
 
     ``new_incomes`` maps a name for each new region to its median income (original
     scale). Returns a Dataset with ``alpha`` and ``beta`` of dims ``(chain, draw,
     region)``, one fresh region deviation per posterior draw, plus ``income`` on the
-    ``region`` dim.
+    ``region`` dim. ``kind`` defaults to the kind recorded on the fit, ``seed`` to
+    ``sampler_seed("new_regions")``.
     """
+    kind = fitted_kind(idata) if kind is None else kind
+    seed = sampler_seed("new_regions") if seed is None else seed
     if kind not in PREDICTABLE_KINDS:
         raise ValueError(
             f"kind {kind!r} has no population distribution of regions to predict from; "
@@ -94,15 +98,18 @@ def new_region_draws(idata, new_incomes: Mapping, *, kind: str, seed) -> xr.Data
     return out.transpose(*_SAMPLE_DIMS, "region").assign_coords(income=inc)
 
 
-def predict_regions(idata, new_incomes: Mapping | None = None, *, kind: str, seed) -> xr.Dataset:
+def predict_regions(idata, new_incomes: Mapping | None = None, *, kind: str | None = None, seed=None) -> xr.Dataset:
     """Intercepts and elasticities of the fitted regions and of new regions, per draw.
 
     Fitted regions keep exactly their posterior draws of ``alpha`` and ``beta``; new
     regions (``new_incomes``: name -> median income) get posterior predictive draws from
     :func:`new_region_draws`. ``sigma`` is carried along for demand predictions, and the
     boolean coordinate ``observed`` tells the two kinds of region apart. Region labels
-    are returned as strings (fitted region 7 becomes ``"7"``).
+    are returned as strings (fitted region 7 becomes ``"7"``). ``kind`` defaults to the
+    kind recorded on the fit (:func:`~elasticity_lib.models.fitted_kind`).
     """
+    if kind is None and new_incomes:
+        kind = fitted_kind(idata)
     post = posterior_dataset(idata)
     for var in ("alpha", "beta", "sigma"):
         if var not in post:
@@ -124,7 +131,7 @@ def predict_regions(idata, new_incomes: Mapping | None = None, *, kind: str, see
     return out.assign(sigma=post["sigma"])
 
 
-def demand_bands(effects: xr.Dataset, prices, *, prob: float = 0.94, seed) -> pd.DataFrame:
+def demand_bands(effects: xr.Dataset, prices, *, prob: float = 0.94, seed=None) -> pd.DataFrame:
     """Bands of quantity against price, one curve per region, fitted or new.
 
     ``effects`` holds ``alpha``, ``beta`` (dims chain, draw, region) and ``sigma`` (as
@@ -142,6 +149,7 @@ def demand_bands(effects: xr.Dataset, prices, *, prob: float = 0.94, seed) -> pd
     The draws are made by :mod:`elasticity_lib.predictive`, the same code as the
     posterior predictive checks of fitted regions.
     """
+    seed = sampler_seed("demand_bands") if seed is None else seed
     check_probability(prob)
     prices = np.asarray(prices, dtype=float)
     if prices.ndim != 1 or prices.size == 0 or not np.all(np.isfinite(prices)) or np.any(prices <= 0):

@@ -438,3 +438,24 @@ def test_convergence_report_flags_nan_rhat_on_varying_elements_and_skips_constan
     post = xr.Dataset({"c": (("chain", "draw", "k"), draws)})
     report = convergence_report(xr.DataTree.from_dict({"posterior": post, "sample_stats": stats}))
     assert not report.ok()
+
+
+def test_spec_attributes_are_plain_values(small_data):
+    import json
+
+    from elasticity_lib.models import ModelSpec, spec_attributes
+
+    attrs = spec_attributes(ModelSpec("store_multilevel", "marginal", small_data))
+    assert attrs["elasticity_kind"] == "store_multilevel" and attrs["elasticity_likelihood"] == "marginal"
+    assert attrs["elasticity_income_center"] == pytest.approx(small_data.income_center)
+    assert len(attrs["elasticity_stores"]) == small_data.n_stores
+    json.dumps(attrs)  # only strings, numbers and lists
+
+
+def test_shared_data_options_are_checked(small_data):
+    with pytest.raises(ValueError, match="marginal form only"):
+        build_model("baseline", small_data, shared_data=True)
+    with pytest.raises(ValueError, match="one per region"):
+        build_model("multilevel", small_data, group_weights=[1.0])
+    model = build_model("multilevel", small_data, shared_data=True, group_weights=np.ones(small_data.n_regions))
+    assert {"stat_n", "stat_cyy", "group_weight", "income_centred"} <= set(model.named_vars)

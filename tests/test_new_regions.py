@@ -251,3 +251,21 @@ def test_posteriors_held_in_jax_arrays_are_accepted():
     bands = demand_bands(jax_effects.sel(region=["1", "new"]), [1.0, 1.5], seed=2)
     ref = demand_bands(expected.sel(region=["1", "new"]), [1.0, 1.5], seed=2)
     pd.testing.assert_frame_equal(bands, ref, rtol=1e-5)
+
+
+def test_the_kind_is_read_from_the_fit_when_not_given():
+    """A result records its model kind; predictions need not be told it again."""
+    from elasticity_lib.models import SPEC_PREFIX, fitted_kind
+
+    idata = fake_posterior("correlated")
+    with pytest.raises(ValueError, match="pass kind="):
+        predict_regions(idata, {"new": 4.0}, seed=1)
+    idata.attrs[SPEC_PREFIX + "kind"] = "correlated"
+    assert fitted_kind(idata) == "correlated"
+    told = predict_regions(idata, {"new": 4.0}, kind="correlated", seed=1)
+    read = predict_regions(idata, {"new": 4.0}, seed=1)
+    xr.testing.assert_identical(told, read)
+    # the recorded kind is checked like a given one
+    idata.attrs[SPEC_PREFIX + "kind"] = "baseline"
+    with pytest.raises(ValueError, match="no population distribution"):
+        predict_regions(idata, {"new": 4.0}, seed=1)
