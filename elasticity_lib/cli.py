@@ -40,7 +40,7 @@ import xarray as xr
 
 from .inference import SAMPLING_DEFAULTS, ConvergenceReport, convergence_report, fit, sampling_settings
 from .models import MODEL_KINDS, build_model
-from .prepare import ModelData, prepare_data
+from .prepare import STORE_IDS, ModelData, check_option, prepare_data
 
 __all__ = [
     "InputError",
@@ -97,9 +97,9 @@ def read_sales_csv(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def _prepare(df: pd.DataFrame) -> ModelData:
+def _prepare(df: pd.DataFrame, store_ids: str = "global") -> ModelData:
     try:
-        return prepare_data(df)
+        return prepare_data(df, store_ids=store_ids)
     except ValueError as err:
         raise InputError(_one_line(err)) from None
 
@@ -170,20 +170,21 @@ def elasticity_table(idata: xr.DataTree, data: ModelData) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[TABLE_COLUMNS]
 
 
-def fit_csv(path: str | os.PathLike, model: str = "multilevel", *, draws: int | None = None,
-            tune: int | None = None, chains: int | None = None, random_seed: int | None = None,
-            progressbar: bool = False) -> CsvFit:
+def fit_csv(path: str | os.PathLike, model: str = "multilevel", *, store_ids: str = "global",
+            draws: int | None = None, tune: int | None = None, chains: int | None = None,
+            random_seed: int | None = None, progressbar: bool = False) -> CsvFit:
     """Validate a sales CSV, fit one of the book's models and tabulate its elasticities.
 
-    ``model`` is one of :data:`~elasticity_lib.models.MODEL_KINDS`; sampler settings left
-    at ``None`` take the book's defaults. A file that cannot be used raises
-    :class:`InputError` (a ``ValueError``) naming the problem, the column and the lines,
-    before anything is fitted.
+    ``model`` is one of :data:`~elasticity_lib.models.MODEL_KINDS`; ``store_ids`` is
+    ``"global"`` or ``"per-region"`` (see :func:`~elasticity_lib.prepare.validate_table`);
+    sampler settings left at ``None`` take the book's defaults. A file that cannot be used
+    raises :class:`InputError` (a ``ValueError``) naming the problem, the column and the
+    lines, before anything is fitted.
     """
-    if model not in MODEL_KINDS:
-        raise ValueError(f"unknown model {model!r}; choose one of {list(MODEL_KINDS)}")
+    check_option("model", model, MODEL_KINDS)
+    check_option("store_ids", store_ids, STORE_IDS)
     path = Path(path)
-    data = _prepare(read_sales_csv(path))
+    data = _prepare(read_sales_csv(path), store_ids)
     settings = {k: v for k, v in {"draws": draws, "tune": tune, "chains": chains,
                                   "random_seed": random_seed}.items() if v is not None}
     built = build_model(model, data)
@@ -265,7 +266,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Fit Bayesian multilevel price elasticities to a sales CSV in the tidy schema.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    fit_p = sub.add_parser("fit", help="validate a CSV, fit a model, write elasticities and a convergence report")
+    # options of the input table, shared by fit and validate
+    table_p = argparse.ArgumentParser(add_help=False)
+    table_p.add_argument("--store-ids", choices=STORE_IDS, default="global",
+                         help="'global' (default): a store_id names one store in the whole file, and an id "
+                              "in two regions is an error; 'per-region': stores are numbered within each "
+                              "region, and a store is the pair (region_id, store_id)")
+    fit_p = sub.add_parser("fit", parents=[table_p],
+                           help="validate a CSV, fit a model, write elasticities and a convergence report")
     fit_p.add_argument("csv", type=Path, help="sales table: region_id, store_id, price, quantities, median_income")
     fit_p.add_argument("--model", choices=MODEL_KINDS, default="multilevel", help="model kind (default: multilevel)")
     fit_p.add_argument("--out", type=Path, required=True, help="where to write the elasticity table (CSV)")
@@ -278,7 +286,7 @@ def _parser() -> argparse.ArgumentParser:
     fit_p.add_argument("--seed", type=int, default=None,
                        help="sampler seed (default: $ELASTICITY_SAMPLER_SEED, else 4242)")
     fit_p.add_argument("--no-progress", action="store_true", help="hide the sampler's progress bar")
-    val_p = sub.add_parser("validate", help="check a CSV against the tidy schema without fitting")
+    val_p = sub.add_parser("validate", parents=[table_p], help="check a CSV against the tidy schema without fitting")
     val_p.add_argument("csv", type=Path)
     return parser
 
@@ -295,14 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "validate":
-            data = _prepare(read_sales_csv(args.csv))
+            data = _prepare(read_sales_csv(args.csv), args.store_ids)
             print(f"{args.csv}: OK, {data.n_obs} rows, {data.n_regions} regions, {data.n_stores} stores")
             return EXIT_OK
         _positive(parser, draws=args.draws, tune=args.tune, chains=args.chains)
         report = args.report if args.report is not None else report_path_for(args.out)
         for target in (args.out, report):
             _check_output(target)
-        result = fit_csv(args.csv, args.model, draws=args.draws, tune=args.tune, chains=args.chains,
+        result = fit_csv(args.csv, args.model, store_ids=args.store_ids, draws=args.draws, tune=args.tune, chains=args.chains,
                          random_seed=args.seed, progressbar=not args.no_progress)
         out, report = write_outputs(result, args.out, report)
     except InputError as err:

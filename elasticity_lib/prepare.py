@@ -15,10 +15,15 @@ import pandas as pd
 
 from .entities import store_label
 
-__all__ = ["REQUIRED_COLUMNS", "GroupStats", "ModelData", "prepare_data", "require_columns", "validate_table"]
+__all__ = ["REQUIRED_COLUMNS", "STORE_IDS", "GroupStats", "ModelData", "check_option", "prepare_data",
+           "require_columns", "validate_table"]
 
 #: Columns a sales table must have; ``region_store_id``, ``time_step`` and ``item_id`` are optional.
 REQUIRED_COLUMNS = ["region_id", "store_id", "price", "quantities", "median_income"]
+#: How ``store_id`` identifies a store. ``"global"``: one id per store in the whole table,
+#: so an id found in two regions is an error. ``"per-region"``: stores are numbered within
+#: each region, and a store is the pair (``region_id``, ``store_id``).
+STORE_IDS = ("global", "per-region")
 _NUMERIC = ["price", "quantities", "median_income"]
 _SHOW = 5
 
@@ -28,11 +33,21 @@ def _py(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _shown(items: list) -> str:
+    """The first few items, and how many there are when some are left out."""
+    shown = ", ".join(str(b) for b in items[:_SHOW])
+    more = f" (first {_SHOW} of {len(items)})" if len(items) > _SHOW else ""
+    return f"[{shown}]{more}"
+
+
 def _rows(index: pd.Index, mask: np.ndarray) -> str:
-    bad = list(index[np.asarray(mask)])
-    shown = ", ".join(str(b) for b in bad[:_SHOW])
-    more = f" (first {_SHOW} of {len(bad)})" if len(bad) > _SHOW else ""
-    return f"rows [{shown}]{more}"
+    return f"rows {_shown(list(index[np.asarray(mask)]))}"
+
+
+def check_option(name: str, value, choices) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``, naming the option and the choices."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}")
 
 
 def require_columns(df: pd.DataFrame, columns) -> None:
@@ -46,62 +61,59 @@ def require_columns(df: pd.DataFrame, columns) -> None:
         raise ValueError("the table has no rows")
 
 
-def validate_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Check a sales table against the tidy schema and return a clean, typed copy.
-
-    Raises ``ValueError`` naming the column and rows for: a missing column, an empty
-    table, non-numeric values, NaN or infinite values, non-positive prices, quantities or
-    incomes, a store that appears in two regions, a region whose income differs between
-    rows, and a ``region_store_id`` that disagrees with its region and store.
-    """
-    require_columns(df, REQUIRED_COLUMNS)
-    out = df.copy()
+def _check_ids(out: pd.DataFrame) -> None:
     for col in ["region_id", "store_id"]:
-        values = out[col].astype(object)
-        null = values.isna().to_numpy()
+        null = out[col].astype(object).isna().to_numpy()
         if null.any():
             raise ValueError(f"column '{col}' has missing ids in {_rows(out.index, null)}")
-    for col in _NUMERIC:
-        raw = out[col]
-        if pd.api.types.is_bool_dtype(raw):
-            raise ValueError(f"column '{col}' must be numeric, got booleans")
-        numeric = pd.to_numeric(raw, errors="coerce")
-        not_numeric = (numeric.isna() & raw.notna()).to_numpy()
-        if not_numeric.any():
-            example = raw[not_numeric].iloc[0]
-            raise ValueError(
-                f"column '{col}' has non-numeric values (e.g. {example!r}) in {_rows(out.index, not_numeric)}"
-            )
-        values = numeric.to_numpy(dtype=float)
-        nan = np.isnan(values)
-        if nan.any():
-            raise ValueError(f"column '{col}' has NaN (missing) values in {_rows(out.index, nan)}")
-        inf = np.isinf(values)
-        if inf.any():
-            raise ValueError(f"column '{col}' has infinite values in {_rows(out.index, inf)}")
-        nonpos = values <= 0
-        if nonpos.any():
-            raise ValueError(
-                f"column '{col}' must be strictly positive; values <= 0 in {_rows(out.index, nonpos)}"
-            )
-        out[col] = values
 
+
+def _check_numeric(out: pd.DataFrame, col: str) -> None:
+    """Turn ``col`` into finite, strictly positive floats in place, or raise naming the rows."""
+    raw = out[col]
+    if pd.api.types.is_bool_dtype(raw):
+        raise ValueError(f"column '{col}' must be numeric, got booleans")
+    numeric = pd.to_numeric(raw, errors="coerce")
+    not_numeric = (numeric.isna() & raw.notna()).to_numpy()
+    if not_numeric.any():
+        example = raw[not_numeric].iloc[0]
+        raise ValueError(f"column '{col}' has non-numeric values (e.g. {example!r}) in {_rows(out.index, not_numeric)}")
+    values = numeric.to_numpy(dtype=float)
+    nan = np.isnan(values)
+    if nan.any():
+        raise ValueError(f"column '{col}' has NaN (missing) values in {_rows(out.index, nan)}")
+    inf = np.isinf(values)
+    if inf.any():
+        raise ValueError(f"column '{col}' has infinite values in {_rows(out.index, inf)}")
+    nonpos = values <= 0
+    if nonpos.any():
+        raise ValueError(f"column '{col}' must be strictly positive; values <= 0 in {_rows(out.index, nonpos)}")
+    out[col] = values
+
+
+def _check_store_regions(out: pd.DataFrame) -> None:
+    """With global store ids, each store id belongs to one region."""
     regions_per_store = out.groupby("store_id", observed=True, sort=False)["region_id"].nunique()
     shared = regions_per_store[regions_per_store > 1]
-    if len(shared):
-        store = shared.index[0]
-        mask = (out["store_id"] == store).to_numpy()
-        region_of_rows = out.loc[mask, "region_id"]
-        regions = [_py(r) for r in pd.unique(region_of_rows)]
-        # the rows to show are those outside the store's most common region
-        main_region = region_of_rows.value_counts().index[0]
-        stray = mask.copy()
-        stray[mask] = (region_of_rows != main_region).to_numpy()
-        raise ValueError(
-            f"column 'store_id': store {_py(store)!r} appears in more than one region {regions}; "
-            f"most of its rows are in region {_py(main_region)!r}, the others are {_rows(out.index, stray)}; "
-            "a store must belong to exactly one region"
-        )
+    if not len(shared):
+        return
+    store = shared.index[0]
+    mask = (out["store_id"] == store).to_numpy()
+    region_of_rows = out.loc[mask, "region_id"]
+    regions = [_py(r) for r in pd.unique(region_of_rows)]
+    # the rows to show are those outside the store's most common region
+    main_region = region_of_rows.value_counts().index[0]
+    stray = mask.copy()
+    stray[mask] = (region_of_rows != main_region).to_numpy()
+    raise ValueError(
+        f"column 'store_id': store {_py(store)!r} appears in more than one region {regions}; "
+        f"most of its rows are in region {_py(main_region)!r}, the others are {_rows(out.index, stray)}; "
+        "a store must belong to exactly one region. If the table numbers stores within each region, "
+        "pass store_ids='per-region' (command line: --store-ids per-region)"
+    )
+
+
+def _check_income(out: pd.DataFrame) -> None:
     incomes = out.groupby("region_id", observed=True, sort=False)["median_income"].nunique()
     varying = incomes[incomes > 1]
     if len(varying):
@@ -112,6 +124,10 @@ def validate_table(df: pd.DataFrame) -> pd.DataFrame:
             f"column 'median_income' differs within region {_py(region)!r} (values {values}) in "
             f"{_rows(out.index, mask)}; a region has one median income"
         )
+
+
+def _add_store_labels(out: pd.DataFrame) -> None:
+    """Set ``region_store_id`` to each row's store label, checking a given one."""
     labels = np.array(
         [store_label(r, s) for r, s in zip(out["region_id"].astype(object), out["store_id"].astype(object))],
         dtype=object,
@@ -125,6 +141,9 @@ def validate_table(df: pd.DataFrame) -> pd.DataFrame:
                 f"{_rows(out.index, wrong)} (e.g. {given[wrong][0]!r} for {labels[wrong][0]!r})"
             )
     out["region_store_id"] = labels
+
+
+def _add_logs(out: pd.DataFrame) -> None:
     for log_col, col in (("log_price", "price"), ("log_quantities", "quantities")):
         logged = np.log(out[col].to_numpy())
         if log_col in out.columns:
@@ -136,6 +155,43 @@ def validate_table(df: pd.DataFrame) -> pd.DataFrame:
                     f"Drop the column to have it computed."
                 )
         out[log_col] = logged
+
+
+def validate_table(df: pd.DataFrame, *, store_ids: str = "global") -> pd.DataFrame:
+    """Check a sales table against the tidy schema and return a clean, typed copy.
+
+    Raises ``ValueError`` naming the column and rows for: a missing column, an empty
+    table, non-numeric values, NaN or infinite values, non-positive prices, quantities or
+    incomes, a store that appears in two regions (with global store ids), a region whose
+    income differs between rows, and a ``region_store_id`` that disagrees with its region
+    and store.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The sales table; its index labels name the rows in error messages.
+    store_ids : {"global", "per-region"}
+        How ``store_id`` identifies a store (:data:`STORE_IDS`). ``"global"`` (default): an
+        id names one store in the whole table, and an id found in two regions is an error.
+        ``"per-region"``: stores are numbered within each region.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with the numeric columns as floats, and ``region_store_id``, ``log_price``
+        and ``log_quantities`` set.
+    """
+    check_option("store_ids", store_ids, STORE_IDS)
+    require_columns(df, REQUIRED_COLUMNS)
+    out = df.copy()
+    _check_ids(out)
+    for col in _NUMERIC:
+        _check_numeric(out, col)
+    if store_ids == "global":
+        _check_store_regions(out)
+    _check_income(out)
+    _add_store_labels(out)
+    _add_logs(out)
     return out
 
 
@@ -227,9 +283,14 @@ class ModelData:
         return GroupStats.from_arrays(self.store_idx, self.log_price, self.log_quantity, self.n_stores)
 
 
-def prepare_data(df: pd.DataFrame) -> ModelData:
-    """Validate a tidy sales table and derive integer codes, coords, covariates and logs."""
-    table = validate_table(df)
+def prepare_data(df: pd.DataFrame, *, store_ids: str = "global") -> ModelData:
+    """Validate a tidy sales table and derive integer codes, coords, covariates and logs.
+
+    A store is identified by its label ``r-{region_id}_s-{store_id}``; ``store_ids`` is
+    passed to :func:`validate_table` (``"per-region"`` accepts stores numbered within
+    each region).
+    """
+    table = validate_table(df, store_ids=store_ids)
     region_codes, regions = pd.factorize(table["region_id"].astype(object), sort=True)
     store_codes, stores = pd.factorize(table["region_store_id"], sort=False)
     # order stores by region, then by first appearance, so that coords read naturally

@@ -357,3 +357,43 @@ def test_input_error_is_a_value_error(tmp_path):
     with pytest.raises(ValueError):
         read_sales_csv(tmp_path / "missing.csv")
     assert issubclass(InputError, ValueError)
+
+
+# --------------------------------------------------------------------------- users' data as it comes
+
+
+@pytest.fixture
+def per_region_csv(tmp_path, table) -> Path:
+    """The small market with stores numbered 0, 1, ... within each region."""
+    df = table.drop(columns="region_store_id")
+    df["store_id"] = df.groupby("region_id")["store_id"].rank(method="dense").astype(int) - 1
+    path = tmp_path / "per_region.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_stores_numbered_per_region_are_rejected_by_default_naming_the_option(per_region_csv, capsys):
+    assert main(["validate", str(per_region_csv)]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "store 0 appears in more than one region" in err
+    assert "--store-ids per-region" in err
+
+
+def test_stores_numbered_per_region_are_accepted_with_the_option(per_region_csv, table, capsys):
+    assert main(["validate", str(per_region_csv), "--store-ids", "per-region"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert f"{len(table)} rows, {CONFIG.n_regions} regions, {table['region_store_id'].nunique()} stores" in out
+
+
+def test_fit_csv_rejects_an_unknown_store_ids_option(good_csv):
+    with pytest.raises(ValueError, match=r"unknown store_ids 'local'; choose one of \['global', 'per-region'\]"):
+        fit_csv(good_csv, store_ids="local")
+
+
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_unknown_store_ids_on_the_command_line_is_a_usage_error(command, capsys):
+    argv = [command, "x.csv", "--store-ids", "local"] + (["--out", "o.csv"] if command == "fit" else [])
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == cli.EXIT_USAGE
+    assert "--store-ids: invalid choice: 'local'" in capsys.readouterr().err

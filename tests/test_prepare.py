@@ -222,3 +222,42 @@ def test_log_columns_that_disagree_with_price_are_rejected(small_table):
     bad.loc[bad.index[3], "log_price"] += 0.5
     with pytest.raises(ValueError, match=r"log_price.*log\(price\).*rows \[3\]"):
         validate_table(bad)
+
+
+# --------------------------------------------------------------------------- stores numbered per region
+
+
+def per_region_table() -> pd.DataFrame:
+    """Stores numbered 0, 1, ... within each region: store 0 of north is not store 0 of south."""
+    df = user_table()
+    df["store_id"] = [0, 0, 1, 0, 0, 0]
+    return df
+
+
+def test_store_ids_shared_between_regions_are_rejected_by_default_naming_the_option():
+    with pytest.raises(ValueError, match=r"store 0 appears in more than one region .*"
+                                         r"pass store_ids='per-region' \(command line: --store-ids per-region\)"):
+        prepare_data(per_region_table())
+
+
+def test_store_ids_per_region_identify_a_store_by_region_and_store():
+    data = prepare_data(per_region_table(), store_ids="per-region")
+    assert data.coords["store"] == ["r-east_s-0", "r-north_s-0", "r-north_s-1", "r-south_s-0"]
+    np.testing.assert_array_equal(data.store_idx, [1, 1, 2, 3, 3, 0])
+    np.testing.assert_array_equal(data.store_region_idx, [0, 1, 1, 2])
+    # the same table with global ids gives the same structure
+    glob = prepare_data(user_table())
+    np.testing.assert_array_equal(data.store_idx, glob.store_idx)
+    np.testing.assert_array_equal(data.store_region_idx, glob.store_region_idx)
+
+
+def test_store_ids_per_region_still_checks_everything_else():
+    bad = with_value(per_region_table(), "price", [102], 0.0)
+    with pytest.raises(ValueError, match=r"column 'price' must be strictly positive; values <= 0 in rows \[102\]"):
+        validate_table(bad, store_ids="per-region")
+
+
+@pytest.mark.parametrize("function", [validate_table, prepare_data])
+def test_unknown_store_ids_option_is_rejected(function):
+    with pytest.raises(ValueError, match=r"unknown store_ids 'regional'; choose one of \['global', 'per-region'\]"):
+        function(user_table(), store_ids="regional")
