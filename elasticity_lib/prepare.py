@@ -15,16 +15,19 @@ import pandas as pd
 
 from .entities import store_label
 
-__all__ = ["REQUIRED_COLUMNS", "STORE_IDS", "GroupStats", "ModelData", "check_option", "prepare_data",
-           "require_columns", "validate_table"]
+__all__ = ["REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "NUMERIC_COLUMNS", "STORE_IDS", "GroupStats", "ModelData",
+           "check_option", "prepare_data", "require_columns", "schema_column_names", "validate_table"]
 
-#: Columns a sales table must have; ``region_store_id``, ``time_step`` and ``item_id`` are optional.
+#: Columns a sales table must have.
 REQUIRED_COLUMNS = ["region_id", "store_id", "price", "quantities", "median_income"]
+#: Columns the schema uses when present; any other column is allowed and ignored.
+OPTIONAL_COLUMNS = ["region_store_id", "time_step", "item_id", "log_price", "log_quantities"]
 #: How ``store_id`` identifies a store. ``"global"``: one id per store in the whole table,
 #: so an id found in two regions is an error. ``"per-region"``: stores are numbered within
 #: each region, and a store is the pair (``region_id``, ``store_id``).
 STORE_IDS = ("global", "per-region")
-_NUMERIC = ["price", "quantities", "median_income"]
+#: Columns that must hold finite, strictly positive numbers.
+NUMERIC_COLUMNS = ["price", "quantities", "median_income"]
 _SHOW = 5
 
 
@@ -48,6 +51,40 @@ def check_option(name: str, value, choices) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``choices``, naming the option and the choices."""
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}")
+
+
+def schema_column_names(names) -> dict:
+    """Which of ``names`` are schema columns, matched after trimming spaces and ignoring case.
+
+    Parameters
+    ----------
+    names : iterable
+        Column names as found, for example in a file's header.
+
+    Returns
+    -------
+    dict
+        ``{name: schema column}`` for every name that matches one of
+        :data:`REQUIRED_COLUMNS` or :data:`OPTIONAL_COLUMNS` (``" Price"`` -> ``"price"``),
+        including names that are spelled exactly so.
+
+    Raises
+    ------
+    ValueError
+        When two names match the same schema column, naming both.
+    """
+    schema = {c.lower(): c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
+    found: dict[str, list] = {}
+    for name in names:
+        column = schema.get(str(name).strip().lower())
+        if column is not None:
+            found.setdefault(column, []).append(name)
+    for column, matches in found.items():
+        if len(matches) > 1:
+            listed = ", ".join(repr(m) for m in matches[:-1]) + f" and {matches[-1]!r}"
+            raise ValueError(f"columns {listed} {'both' if len(matches) == 2 else 'all'} stand for column {column!r} (names are matched after trimming "
+                             "spaces and ignoring case); remove or rename all but one")
+    return {matches[0]: column for column, matches in found.items()}
 
 
 def require_columns(df: pd.DataFrame, columns) -> None:
@@ -185,7 +222,7 @@ def validate_table(df: pd.DataFrame, *, store_ids: str = "global") -> pd.DataFra
     require_columns(df, REQUIRED_COLUMNS)
     out = df.copy()
     _check_ids(out)
-    for col in _NUMERIC:
+    for col in NUMERIC_COLUMNS:
         _check_numeric(out, col)
     if store_ids == "global":
         _check_store_regions(out)
@@ -239,7 +276,8 @@ class ModelData:
 
     ``region_idx`` and ``store_idx`` map each row to its region and store; ``store_region_idx``
     maps each store to its region; ``income`` is each region's median income on the
-    original scale, in the order of ``coords["region"]``.
+    original scale, in the order of ``coords["region"]``. ``store_ids`` records how the
+    table's ``store_id`` was read (:data:`STORE_IDS`).
     """
 
     table: pd.DataFrame
@@ -251,6 +289,7 @@ class ModelData:
     log_price: np.ndarray
     log_quantity: np.ndarray
     extra: dict = field(default_factory=dict)
+    store_ids: str = "global"
 
     @property
     def n_obs(self) -> int:
@@ -313,4 +352,5 @@ def prepare_data(df: pd.DataFrame, *, store_ids: str = "global") -> ModelData:
         income=income,
         log_price=table["log_price"].to_numpy(dtype=float),
         log_quantity=table["log_quantities"].to_numpy(dtype=float),
+        store_ids=store_ids,
     )

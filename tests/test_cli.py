@@ -344,7 +344,7 @@ def test_usage_errors_exit_with_status_2(argv, capsys):
 
 
 def test_read_sales_csv_numbers_rows_as_file_lines(good_csv):
-    df = read_sales_csv(good_csv)
+    df = read_sales_csv(good_csv).table
     assert df.index[0] == 2 and df.index[-1] == len(df) + 1
 
 
@@ -397,3 +397,113 @@ def test_unknown_store_ids_on_the_command_line_is_a_usage_error(command, capsys)
         main(argv)
     assert exc.value.code == cli.EXIT_USAGE
     assert "--store-ids: invalid choice: 'local'" in capsys.readouterr().err
+
+
+def _numbers(df: pd.DataFrame) -> np.ndarray:
+    return df[["price", "quantities", "median_income"]].to_numpy(dtype=float)
+
+
+@pytest.mark.parametrize(("sep", "decimal"), [(";", ","), (";", "."), ("\t", "."), ("\t", ","), (",", ".")])
+def test_separator_and_decimal_mark_are_detected(tmp_path, table, sep, decimal):
+    path = tmp_path / "export.csv"
+    table.to_csv(path, index=False, sep=sep, decimal=decimal)
+    read = read_sales_csv(path)
+    assert (read.sep, read.decimal, read.renamed) == (sep, decimal, {})
+    assert list(read.table.columns) == list(table.columns)
+    np.testing.assert_allclose(_numbers(read.table), _numbers(table), rtol=1e-15)
+    given = read_sales_csv(path, sep=sep, decimal=decimal)
+    pd.testing.assert_frame_equal(given.table, read.table)
+
+
+def test_the_format_read_is_printed(tmp_path, table, capsys):
+    path = tmp_path / "export.csv"
+    table.to_csv(path, index=False, sep=";", decimal=",")
+    assert main(["validate", str(path)]) == cli.EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"read {path}: separator ';', decimal ','"
+    assert out[1].startswith(f"{path}: OK, {len(table)} rows")
+
+
+def test_a_wrong_separator_names_the_likely_cause(tmp_path, table, capsys):
+    path = tmp_path / "export.csv"
+    table.to_csv(path, index=False, sep=";", decimal=",")
+    assert main(["validate", str(path), "--sep", ","]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    header = ";".join(table.columns)
+    assert err == (f"error: {path}: the header has one column named {header!r} when read with separator ',': "
+                   "the file may use another separator; pass it with --sep (Python: sep=)")
+
+
+def test_an_unknown_separator_is_not_guessed_but_can_be_given(tmp_path, table, capsys):
+    path = tmp_path / "pipes.csv"
+    table.to_csv(path, index=False, sep="|")
+    with pytest.raises(InputError, match=r"the header has one column named 'item_id\|price\|.*pass it with --sep"):
+        read_sales_csv(path)
+    assert main(["validate", str(path), "--sep", "|"]) == cli.EXIT_OK
+    assert f"read {path}: separator '|', decimal '.'" in capsys.readouterr().out
+
+
+def test_decimal_commas_read_with_a_decimal_point_name_the_option(tmp_path, table):
+    path = tmp_path / "export.csv"
+    table.to_csv(path, index=False, sep=";", decimal=",")
+    first = f"{table['price'].iloc[0]}".replace(".", ",")
+    with pytest.raises(InputError, match=rf"column 'price' has numbers with a decimal comma \(e.g. '{first}' on line 2\) "
+                                         r"but was read with decimal '.'; pass --decimal ',' \(Python: decimal=','\)"):
+        read_sales_csv(path, decimal=".")
+
+
+def test_tab_separator_on_the_command_line(tmp_path, table, capsys):
+    path = tmp_path / "export.tsv"
+    table.to_csv(path, index=False, sep="\t")
+    assert main(["validate", str(path), "--sep", "tab"]) == cli.EXIT_OK
+    assert f"read {path}: separator '\\t', decimal '.'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("sep", "decimal", "message"), [
+    (";;", None, r"sep must be one character such as ',', ';' or '\\t', got ';;'"),
+    ('"', None, r"sep must be one character"),
+    (",", ",", r"the separator and the decimal mark must differ, got ',' for both"),
+    (None, "'", r"unknown decimal \"'\"; choose one of \['.', ','\]"),
+])
+def test_bad_format_options_are_rejected(good_csv, sep, decimal, message):
+    with pytest.raises(ValueError, match=message):
+        read_sales_csv(good_csv, sep=sep, decimal=decimal)
+
+
+@pytest.mark.parametrize("argv", [["--sep", ";;"], ["--decimal", ";"]])
+def test_bad_format_options_on_the_command_line_are_usage_errors(good_csv, argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", str(good_csv), *argv])
+    assert exc.value.code == cli.EXIT_USAGE
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_header_names_with_spaces_or_capitals_are_matched_and_reported(tmp_path, table, capsys):
+    path = tmp_path / "messy.csv"
+    messy = table.rename(columns={"region_id": " region_id", "price": "Price", "time_step": "Time_Step "})
+    messy.assign(Notes="kept").to_csv(path, index=False)
+    read = read_sales_csv(path)
+    assert read.renamed == {" region_id": "region_id", "Price": "price", "Time_Step ": "time_step"}
+    assert list(read.table.columns) == list(table.columns) + ["Notes"]
+    assert main(["validate", str(path)]) == cli.EXIT_OK
+    # in the order of the file's columns
+    assert (f"read {path}: separator ',', decimal '.'; renamed columns: 'Price' -> 'price', "
+            "'Time_Step ' -> 'time_step', ' region_id' -> 'region_id'") in capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("second", ["PRICE ", "price"])
+def test_two_columns_that_stand_for_one_are_rejected_naming_both(tmp_path, table, second):
+    path = tmp_path / "twice.csv"
+    lines = table.head(3).to_csv(index=False).splitlines()
+    lines = [lines[0] + f",{second}"] + [line + ",1.0" for line in lines[1:]]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=rf"{path.name}: columns 'price' and '{second}' both stand for column "
+                                         r"'price' \(names are matched after trimming spaces and ignoring case\)"):
+        read_sales_csv(path)
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path, table):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + table.to_csv(index=False, sep=";", decimal=",").encode())
+    read = read_sales_csv(path)
+    assert list(read.table.columns) == list(table.columns) and read.renamed == {}

@@ -261,3 +261,14 @@ def test_store_ids_per_region_still_checks_everything_else():
 def test_unknown_store_ids_option_is_rejected(function):
     with pytest.raises(ValueError, match=r"unknown store_ids 'regional'; choose one of \['global', 'per-region'\]"):
         function(user_table(), store_ids="regional")
+
+
+def test_schema_column_names_match_after_trimming_and_ignoring_case():
+    from elasticity_lib.prepare import schema_column_names
+
+    names = [" Region_ID", "store_id", "PRICE", "Quantities ", "median_income", "Time_step", "notes"]
+    assert schema_column_names(names) == {" Region_ID": "region_id", "store_id": "store_id", "PRICE": "price",
+                                          "Quantities ": "quantities", "median_income": "median_income",
+                                          "Time_step": "time_step"}
+    with pytest.raises(ValueError, match=r"columns 'price', ' Price' and 'PRICE' all stand for column 'price'"):
+        schema_column_names(["price", " Price", "PRICE"])
