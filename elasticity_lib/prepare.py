@@ -180,6 +180,27 @@ def _add_store_labels(out: pd.DataFrame) -> None:
     out["region_store_id"] = labels
 
 
+def _check_repeated_steps(out: pd.DataFrame) -> None:
+    """A store has at most one row per time step (per item, when the table has ``item_id``)."""
+    if "time_step" not in out.columns:
+        return
+    key = ["region_store_id", "time_step"] + (["item_id"] if "item_id" in out.columns else [])
+    group = out.groupby(key, sort=False, dropna=False, observed=True).ngroup().to_numpy()
+    repeated = out.duplicated(subset=key, keep=False).to_numpy()
+    if not repeated.any():
+        return
+    mask = group == group[repeated][0]
+    row = out.loc[mask].iloc[0]
+    item = f" (item {_py(row['item_id'])!r})" if "item_id" in key else ""
+    n_keys = len(np.unique(group[repeated]))
+    more = f"; {n_keys} time steps of stores are repeated in all" if n_keys > 1 else ""
+    raise ValueError(
+        f"column 'time_step': store {_py(row['store_id'])!r} of region {_py(row['region_id'])!r}{item} has "
+        f"{int(mask.sum())} rows for time step {_py(row['time_step'])!r}, {_rows(out.index, mask)}{more}; "
+        "a store has one row per time step: remove or merge the repeated rows"
+    )
+
+
 def _add_logs(out: pd.DataFrame) -> None:
     for log_col, col in (("log_price", "price"), ("log_quantities", "quantities")):
         logged = np.log(out[col].to_numpy())
@@ -200,8 +221,9 @@ def validate_table(df: pd.DataFrame, *, store_ids: str = "global") -> pd.DataFra
     Raises ``ValueError`` naming the column and rows for: a missing column, an empty
     table, non-numeric values, NaN or infinite values, non-positive prices, quantities or
     incomes, a store that appears in two regions (with global store ids), a region whose
-    income differs between rows, and a ``region_store_id`` that disagrees with its region
-    and store.
+    income differs between rows, a ``region_store_id`` that disagrees with its region
+    and store, and, when the table has a ``time_step`` column, a store with two rows for one
+    time step (of one item, when the table has ``item_id``).
 
     Parameters
     ----------
@@ -228,6 +250,7 @@ def validate_table(df: pd.DataFrame, *, store_ids: str = "global") -> pd.DataFra
         _check_store_regions(out)
     _check_income(out)
     _add_store_labels(out)
+    _check_repeated_steps(out)
     _add_logs(out)
     return out
 

@@ -223,6 +223,14 @@ def bad_income_varies(tmp_path, df):
     return _write(tmp_path, df), ["'median_income'", f"region {region}", "7"]
 
 
+def bad_repeated_row(tmp_path, df):
+    # the same store and time step twice: the row at file line 5 pasted again after line 9
+    df = pd.concat([df.iloc[:8], df.iloc[[3]], df.iloc[8:]], ignore_index=True)
+    row = df.iloc[3]
+    return _write(tmp_path, df), ["'time_step'", f"store {row['store_id']} of region {row['region_id']}",
+                                  f"time step {row['time_step']}", "rows [5, 10]"]
+
+
 def bad_empty_file(tmp_path, df):
     path = tmp_path / "bad.csv"
     path.write_bytes(b"")
@@ -274,7 +282,7 @@ def bad_directory(tmp_path, df):
 
 
 BAD_FILES = [bad_missing_column, bad_nan, bad_nonpositive_price, bad_non_numeric, bad_store_in_two_regions,
-             bad_income_varies, bad_empty_file, bad_header_only, bad_binary_file, bad_ragged_rows,
+             bad_income_varies, bad_repeated_row, bad_empty_file, bad_header_only, bad_binary_file, bad_ragged_rows,
              bad_not_a_table, bad_blank_line, bad_missing_file, bad_directory]
 
 

@@ -64,6 +64,21 @@ BAD_TABLES = {
         lambda d: d.assign(region_store_id=["r-north_s-10", "r-north_s-10", "r-north_s-11", "r-south_s-20", "s-20", "r-east_s-30"]),
         r"column 'region_store_id' must equal 'r-\{region_id\}_s-\{store_id\}'; it disagrees in rows \[104\] \(e.g. 's-20' for 'r-south_s-20'\)",
     ),
+    "repeated time step": (
+        lambda d: d.assign(time_step=[1, 1, 1, 1, 2, 1]),
+        r"column 'time_step': store 10 of region 'north' has 2 rows for time step 1, rows \[100, 101\]; "
+        r"a store has one row per time step: remove or merge the repeated rows",
+    ),
+    "repeated time steps in two stores": (
+        lambda d: d.assign(time_step=[1, 1, 1, 2, 2, 1]),
+        r"store 10 of region 'north' has 2 rows for time step 1, rows \[100, 101\]; 2 time steps of stores are "
+        r"repeated in all",
+    ),
+    "repeated time step of an item": (
+        lambda d: d.assign(time_step=[1, 2, 1, 1, 2, 1], item_id=[7, 7, 7, 7, 7, 7]).pipe(
+            lambda t: with_value(t, "time_step", [104], 1)),
+        r"store 20 of region 'south' \(item 7\) has 2 rows for time step 1, rows \[103, 104\]",
+    ),
     "missing region id": (lambda d: with_value(d, "region_id", [103], None), r"column 'region_id' has missing ids in rows \[103\]"),
     "missing store id": (lambda d: with_value(d, "store_id", [100, 102], np.nan), r"column 'store_id' has missing ids in rows \[100, 102\]"),
 }
@@ -272,3 +287,15 @@ def test_schema_column_names_match_after_trimming_and_ignoring_case():
                                           "Time_step": "time_step"}
     with pytest.raises(ValueError, match=r"columns 'price', ' Price' and 'PRICE' all stand for column 'price'"):
         schema_column_names(["price", " Price", "PRICE"])
+
+
+def test_time_steps_repeat_across_stores_items_and_per_region_numbering():
+    # every store has its own time steps 0, 1, ...: nothing is repeated
+    steps = user_table().assign(time_step=[0, 1, 0, 0, 1, 0])
+    assert len(validate_table(steps)) == 6
+    # two items of one store at one time step are two series, not a repeat
+    items = steps.assign(item_id=[1, 2, 1, 1, 1, 1], time_step=[0, 0, 0, 0, 1, 0])
+    assert len(validate_table(items)) == 6
+    # store 0 of north and store 0 of south are different stores when numbered per region
+    per_region = per_region_table().assign(time_step=[0, 1, 0, 0, 1, 0])
+    assert len(validate_table(per_region, store_ids="per-region")) == 6
