@@ -34,6 +34,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,7 +44,15 @@ import xarray as xr
 
 from .inference import SAMPLING_DEFAULTS, ConvergenceReport, convergence_report, fit, sampling_settings
 from .models import MODEL_KINDS, build_model
-from .prepare import NUMERIC_COLUMNS, STORE_IDS, ModelData, check_option, prepare_data, schema_column_names
+from .prepare import (
+    NUMERIC_COLUMNS,
+    STORE_IDS,
+    ModelData,
+    NoPriceVariationWarning,
+    check_option,
+    prepare_data,
+    schema_column_names,
+)
 
 __all__ = [
     "InputError",
@@ -61,8 +70,10 @@ __all__ = [
 #: Exit statuses of the command line.
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: Columns of the elasticity table written by :func:`write_outputs`.
+#: ``informed_by_own_prices`` is false for a group whose prices never vary: its elasticity
+#: comes from the prior and from pooling alone (:meth:`~elasticity_lib.prepare.ModelData.informed_by_own_prices`).
 TABLE_COLUMNS = ["level", "region_id", "store_id", "n_obs", "elasticity_mean", "elasticity_sd",
-                 "hdi94_low", "hdi94_high"]
+                 "hdi94_low", "hdi94_high", "informed_by_own_prices"]
 
 
 class InputError(ValueError):
@@ -248,6 +259,12 @@ def prepare_csv(path: str | os.PathLike, model: str = "multilevel", *, sep: str 
     ------
     InputError
         For a file that cannot be used, naming the problem, the column and the file lines.
+
+    Warns
+    -----
+    NoPriceVariationWarning
+        Naming the groups whose prices never vary, whose elasticities the data cannot
+        inform (:meth:`~elasticity_lib.prepare.ModelData.informed_by_own_prices`).
     """
     check_option("model", model, MODEL_KINDS)
     check_option("store_ids", store_ids, STORE_IDS)
@@ -256,7 +273,13 @@ def prepare_csv(path: str | os.PathLike, model: str = "multilevel", *, sep: str 
         data = prepare_data(source.table, store_ids=store_ids)
     except ValueError as err:
         raise InputError(_one_line(err)) from None
+    data.warn_without_price_variation(store_level=_store_level(model))
     return source, data
+
+
+def _store_level(model: str) -> bool:
+    """Whether the model has an elasticity per store."""
+    return model == "store_multilevel"
 
 
 @dataclasses.dataclass
@@ -282,6 +305,7 @@ class CsvFit:
                              "renamed_columns": self.source.renamed},
             "store_ids": self.data.store_ids,
             "model": self.model,
+            "groups_without_price_variation": self.data.without_price_variation(_store_level(self.model)),
             "n_rows": self.data.n_obs,
             "n_regions": self.data.n_regions,
             "n_stores": self.data.n_stores,
@@ -309,14 +333,18 @@ def elasticity_table(idata: xr.DataTree, data: ModelData) -> pd.DataFrame:
     """Posterior mean, sd and 94% HDI of the elasticity of each region, then of each store.
 
     Store rows appear only when the posterior has ``beta_store`` (the store-level model).
+    ``informed_by_own_prices`` is false for a group whose prices never vary.
     """
     post = idata["posterior"].dataset
+    store_level = "beta_store" in post
+    informed = data.informed_by_own_prices(store_level)
     n_region = np.bincount(data.region_idx, minlength=data.n_regions)
     regions = _interval_stats(post["beta"], "region")
     out = regions.reset_index(drop=True).assign(level="region", region_id=data.coords["region"],
-                                                store_id=pd.NA, n_obs=n_region)
+                                                store_id=pd.NA, n_obs=n_region,
+                                                informed_by_own_prices=informed["region"])
     parts = [out]
-    if "beta_store" in post:
+    if store_level:
         stores = _interval_stats(post["beta_store"], "store")
         ids = data.table.drop_duplicates("region_store_id").set_index("region_store_id")
         labels = data.coords["store"]
@@ -325,6 +353,7 @@ def elasticity_table(idata: xr.DataTree, data: ModelData) -> pd.DataFrame:
             region_id=[data.coords["region"][r] for r in data.store_region_idx],
             store_id=ids.loc[labels, "store_id"].to_numpy(),
             n_obs=np.bincount(data.store_idx, minlength=data.n_stores),
+            informed_by_own_prices=informed["store"],
         ))
     return pd.concat(parts, ignore_index=True)[TABLE_COLUMNS]
 
@@ -476,6 +505,28 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m elasticity_lib``; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    with _data_warnings_on_stderr():
+        return _run(parser, args)
+
+
+@contextlib.contextmanager
+def _data_warnings_on_stderr():
+    """Print warnings about the data as ``warning: ...`` lines on stderr as they come; others as usual."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", NoPriceVariationWarning)
+        show = warnings.showwarning
+
+        def show_data_warnings(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, NoPriceVariationWarning):
+                print(f"warning: {_one_line(message)}", file=sys.stderr)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show_data_warnings
+        yield
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "fit":
             _positive(parser, draws=args.draws, tune=args.tune, chains=args.chains)
@@ -497,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; existing outputs are unchanged", file=sys.stderr)
         return EXIT_INTERRUPTED
-    shown = result.table.loc[result.table["level"] == "region"].drop(columns=["level", "store_id"])
+    shown = result.table.loc[result.table["level"] == "region"].drop(columns=["level", "store_id",
+                                                                               "informed_by_own_prices"])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"wrote {out} ({len(result.table)} rows) and {report}")
     if not result.report.ok():

@@ -7,6 +7,7 @@ altered silently.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -15,8 +16,9 @@ import pandas as pd
 
 from .entities import store_label
 
-__all__ = ["REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "NUMERIC_COLUMNS", "STORE_IDS", "GroupStats", "ModelData",
-           "check_option", "prepare_data", "require_columns", "schema_column_names", "validate_table"]
+__all__ = ["REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "NUMERIC_COLUMNS", "STORE_IDS", "PRICE_VARIATION_TOL",
+           "NoPriceVariationWarning", "GroupStats", "ModelData", "check_option", "prepare_data", "require_columns",
+           "schema_column_names", "validate_table"]
 
 #: Columns a sales table must have.
 REQUIRED_COLUMNS = ["region_id", "store_id", "price", "quantities", "median_income"]
@@ -28,7 +30,15 @@ OPTIONAL_COLUMNS = ["region_store_id", "time_step", "item_id", "log_price", "log
 STORE_IDS = ("global", "per-region")
 #: Columns that must hold finite, strictly positive numbers.
 NUMERIC_COLUMNS = ["price", "quantities", "median_income"]
+#: A group's prices count as never varying when the root-mean-square deviation of its log
+#: prices from their mean is at most this, that is when its prices differ by less than
+#: about one part in a billion (``sqrt(cxx / n) <= tol``; a group of one row never varies).
+PRICE_VARIATION_TOL = 1e-9
 _SHOW = 5
+
+
+class NoPriceVariationWarning(UserWarning):
+    """Some groups' prices never vary: their elasticities come from the prior and pooling alone."""
 
 
 def _py(value):
@@ -288,6 +298,10 @@ class GroupStats:
 
         return cls(n=n, mx=mx, my=my, cxx=total(dx * dx), cxy=total(dx * dy), cyy=total(dy * dy))
 
+    def x_varies(self, tol: float = PRICE_VARIATION_TOL) -> np.ndarray:
+        """Whether each group's ``x`` varies: root-mean-square deviation above ``tol``."""
+        return self.cxx > self.n * tol**2
+
     def subset(self, index: np.ndarray) -> GroupStats:
         """Statistics of the selected groups only."""
         return GroupStats(*(getattr(self, f)[index] for f in ("n", "mx", "my", "cxx", "cxy", "cyy")))
@@ -343,6 +357,52 @@ class ModelData:
     def store_stats(self) -> GroupStats:
         """Sufficient statistics of each store's rows (computed once)."""
         return GroupStats.from_arrays(self.store_idx, self.log_price, self.log_quantity, self.n_stores)
+
+    def informed_by_own_prices(self, store_level: bool = False) -> dict[str, np.ndarray]:
+        """Which groups' own rows can inform their elasticity: those whose prices vary.
+
+        A group whose prices never vary (:data:`PRICE_VARIATION_TOL`) has an elasticity
+        that comes from the prior and from pooling with other groups alone.
+
+        Parameters
+        ----------
+        store_level : bool
+            ``False``: regions, as the region-level models see them (a region's prices vary
+            when its rows' prices do). ``True``: stores, and regions as the store-level model
+            sees them (store intercepts absorb the differences between stores, so a region
+            is informed only when the prices of one of its stores vary).
+
+        Returns
+        -------
+        dict
+            ``{"region": bool array}`` in the order of ``coords["region"]``, and with
+            ``store_level``, ``"store"``: a bool array in the order of ``coords["store"]``.
+        """
+        if not store_level:
+            return {"region": self.region_stats.x_varies()}
+        store = self.store_stats.x_varies()
+        region = np.bincount(self.store_region_idx, weights=store, minlength=self.n_regions) > 0
+        return {"region": region, "store": store}
+
+    def without_price_variation(self, store_level: bool = False) -> dict[str, list]:
+        """The groups whose prices never vary, by level: ``{"region": [...], "store": [...]}``.
+
+        Regions by id, stores by label; see :meth:`informed_by_own_prices`.
+        """
+        return {level: [_py(g) for g, ok in zip(self.coords[level], informed) if not ok]
+                for level, informed in self.informed_by_own_prices(store_level).items()}
+
+    def warn_without_price_variation(self, store_level: bool = False) -> dict[str, list]:
+        """Warn (:class:`NoPriceVariationWarning`) naming the groups whose prices never vary; return them."""
+        flat = self.without_price_variation(store_level)
+        named = [f"{level}s {_shown([repr(g) for g in groups])}" for level, groups in flat.items() if groups]
+        if named:
+            warnings.warn(
+                f"prices never vary within {' and '.join(named)}: the elasticities of these groups are not "
+                "informed by their own rows and come from the prior and from pooling with other groups alone",
+                NoPriceVariationWarning, stacklevel=2,
+            )
+        return flat
 
 
 def prepare_data(df: pd.DataFrame, *, store_ids: str = "global") -> ModelData:

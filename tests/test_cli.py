@@ -515,3 +515,34 @@ def test_a_byte_order_mark_is_skipped(tmp_path, table):
     path.write_bytes(b"\xef\xbb\xbf" + table.to_csv(index=False, sep=";", decimal=",").encode())
     read = read_sales_csv(path)
     assert list(read.table.columns) == list(table.columns) and read.renamed == {}
+
+
+@pytest.fixture
+def flat_region_csv(tmp_path, table) -> Path:
+    """The small market with every price of region 1 set to 1.25."""
+    df = table.copy()
+    df.loc[df["region_id"] == 1, "price"] = 1.25
+    path = tmp_path / "flat.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_prices_that_never_vary_are_warned_about_on_stderr(flat_region_csv, capsys):
+    assert main(["validate", str(flat_region_csv)]) == cli.EXIT_OK
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "warning: prices never vary within regions [1]: the elasticities of these groups are not informed by "
+        "their own rows and come from the prior and from pooling with other groups alone"]
+    assert "OK" in captured.out
+
+
+def test_prices_that_never_vary_name_the_stores_for_the_store_model(flat_region_csv, table, capsys):
+    assert main(["validate", str(flat_region_csv), "--model", "store_multilevel"]) == cli.EXIT_OK
+    stores = list(pd.unique(table.loc[table["region_id"] == 1, "region_store_id"]))  # in order of appearance
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: prices never vary within regions [1] and stores {stores}".replace('"', "'"))
+
+
+def test_store_model_marks_every_group_informed_when_prices_vary(store_fit):
+    assert store_fit.table["informed_by_own_prices"].all()
+    assert store_fit.report_dict()["groups_without_price_variation"] == {"region": [], "store": []}

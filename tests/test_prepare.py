@@ -299,3 +299,50 @@ def test_time_steps_repeat_across_stores_items_and_per_region_numbering():
     # store 0 of north and store 0 of south are different stores when numbered per region
     per_region = per_region_table().assign(time_step=[0, 1, 0, 0, 1, 0])
     assert len(validate_table(per_region, store_ids="per-region")) == 6
+
+
+# --------------------------------------------------------------------------- prices that never vary
+
+
+def test_groups_whose_prices_never_vary_are_found_per_level():
+    # east has one row; store 11 of north has one row; the other stores' prices vary
+    data = prepare_data(user_table())
+    assert data.without_price_variation() == {"region": ["east"]}
+    assert data.without_price_variation(store_level=True) == {"region": ["east"], "store": ["r-east_s-30", "r-north_s-11"]}
+    informed = data.informed_by_own_prices(store_level=True)
+    np.testing.assert_array_equal(informed["region"], [False, True, True])
+    np.testing.assert_array_equal(informed["store"], [False, True, False, True])
+
+
+def test_a_region_whose_stores_each_keep_one_price_informs_only_the_region_level_models():
+    # north's two stores charge different prices, but each keeps its own: store intercepts absorb that
+    df = with_value(user_table(), "price", [101], 1.0)
+    data = prepare_data(df)
+    assert "north" not in data.without_price_variation()["region"]
+    assert data.without_price_variation(store_level=True) == {
+        "region": ["east", "north"], "store": ["r-east_s-30", "r-north_s-10", "r-north_s-11"]}
+
+
+@pytest.mark.parametrize(("relative_change", "varies"), [(1e-12, False), (1e-6, True)])
+def test_price_variation_has_a_small_relative_tolerance(relative_change, varies):
+    df = with_value(user_table(), "price", [104], 2.0 * (1 + relative_change))
+    df = with_value(df, "price", [103], 2.0)
+    assert ("south" not in prepare_data(df).without_price_variation()["region"]) is varies
+
+
+def test_groups_whose_prices_never_vary_are_warned_about_by_name():
+    from elasticity_lib.prepare import NoPriceVariationWarning
+
+    data = prepare_data(user_table())
+    with pytest.warns(NoPriceVariationWarning, match=r"^prices never vary within regions \['east'\] and stores "
+                                                     r"\['r-east_s-30', 'r-north_s-11'\]: the elasticities of these "
+                                                     r"groups are not informed by their own rows"):
+        assert data.warn_without_price_variation(store_level=True)["store"] == ["r-east_s-30", "r-north_s-11"]
+
+
+def test_no_warning_when_every_price_varies(small_data):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert small_data.warn_without_price_variation(store_level=True) == {"region": [], "store": []}
