@@ -17,9 +17,26 @@ per store and time step, with columns ``region_id``, ``store_id``, ``price``,
 ``quantities`` and ``median_income`` (other columns are allowed and ignored). Rows in
 error messages are numbered as lines of the file, the header being line 1.
 
+Files are taken as spreadsheets export them (:func:`read_sales_csv`): the separator
+(comma, semicolon or tab) and the decimal mark (point or comma) are detected unless given
+(``--sep``, ``--decimal``), header names are matched after trimming spaces and ignoring
+case, and the command line says which format it read and which columns it renamed.
+``--store-ids per-region`` accepts stores numbered within each region. Before sampling,
+a file with too little data is rejected, and groups whose prices never vary are named
+in a warning.
+
 Outputs are replaced atomically: each file is written in full to a temporary file in the
 same directory and then renamed over the target, so an interrupted run leaves any earlier
 output exactly as it was.
+
+Exit statuses of the command line (:data:`EXIT_STATUSES`):
+
+- 0: success;
+- 1: the file cannot be used (unreadable, not in the schema, or too little data); nothing is fitted;
+- 2: wrong command line;
+- 3: the fit failed the convergence gates (:meth:`~elasticity_lib.inference.ConvergenceReport.ok`);
+  the outputs are written all the same, marked ``converged`` false in the table and the report;
+- 130: interrupted; existing outputs are unchanged.
 """
 
 from __future__ import annotations
@@ -43,7 +60,7 @@ import pandas as pd
 import xarray as xr
 
 from .inference import SAMPLING_DEFAULTS, ConvergenceReport, convergence_report, fit, sampling_settings
-from .models import MODEL_KINDS, build_model
+from .models import MIN_REGIONS, MODEL_KINDS, build_model
 from .prepare import (
     NUMERIC_COLUMNS,
     STORE_IDS,
@@ -68,12 +85,20 @@ __all__ = [
 ]
 
 #: Exit statuses of the command line.
-EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_UNCONVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_STATUSES = {
+    EXIT_OK: "success",
+    EXIT_BAD_INPUT: "the file cannot be used (unreadable, not in the schema, or too little data); nothing is fitted",
+    EXIT_USAGE: "wrong command line",
+    EXIT_UNCONVERGED: "the fit failed the convergence gates; the outputs are written, marked converged=false",
+    EXIT_INTERRUPTED: "interrupted; existing outputs are unchanged",
+}
 #: Columns of the elasticity table written by :func:`write_outputs`.
 #: ``informed_by_own_prices`` is false for a group whose prices never vary: its elasticity
 #: comes from the prior and from pooling alone (:meth:`~elasticity_lib.prepare.ModelData.informed_by_own_prices`).
+#: ``converged`` repeats the fit's verdict (:meth:`~elasticity_lib.inference.ConvergenceReport.ok`) on every row.
 TABLE_COLUMNS = ["level", "region_id", "store_id", "n_obs", "elasticity_mean", "elasticity_sd",
-                 "hdi94_low", "hdi94_high", "informed_by_own_prices"]
+                 "hdi94_low", "hdi94_high", "informed_by_own_prices", "converged"]
 
 
 class InputError(ValueError):
@@ -271,6 +296,7 @@ def prepare_csv(path: str | os.PathLike, model: str = "multilevel", *, sep: str 
     source = read_sales_csv(path, sep=sep, decimal=decimal)
     try:
         data = prepare_data(source.table, store_ids=store_ids)
+        data.require_enough_data(MIN_REGIONS[model])
     except ValueError as err:
         raise InputError(_one_line(err)) from None
     data.warn_without_price_variation(store_level=_store_level(model))
@@ -311,6 +337,7 @@ class CsvFit:
             "n_stores": self.data.n_stores,
             "sampler": self.settings,
             **dataclasses.asdict(self.report),
+            "converged": self.report.ok(),
             "ok": self.report.ok(),
             "ok_means": "no divergences, max r_hat <= 1.01, min bulk and tail ESS >= 400",
             "elasticity_lib_version": __version__,
@@ -329,12 +356,14 @@ def _interval_stats(draws: xr.DataArray, dim: str) -> pd.DataFrame:
     }, index=pd.Index(draws[dim].to_numpy(), name=dim))
 
 
-def elasticity_table(idata: xr.DataTree, data: ModelData) -> pd.DataFrame:
+def elasticity_table(idata: xr.DataTree, data: ModelData, report: ConvergenceReport | None = None) -> pd.DataFrame:
     """Posterior mean, sd and 94% HDI of the elasticity of each region, then of each store.
 
     Store rows appear only when the posterior has ``beta_store`` (the store-level model).
-    ``informed_by_own_prices`` is false for a group whose prices never vary.
+    ``informed_by_own_prices`` is false for a group whose prices never vary;
+    ``converged`` is ``report.ok()`` (``report`` is computed from ``idata`` when not given).
     """
+    report = report if report is not None else convergence_report(idata)
     post = idata["posterior"].dataset
     store_level = "beta_store" in post
     informed = data.informed_by_own_prices(store_level)
@@ -355,7 +384,7 @@ def elasticity_table(idata: xr.DataTree, data: ModelData) -> pd.DataFrame:
             n_obs=np.bincount(data.store_idx, minlength=data.n_stores),
             informed_by_own_prices=informed["store"],
         ))
-    return pd.concat(parts, ignore_index=True)[TABLE_COLUMNS]
+    return pd.concat(parts, ignore_index=True).assign(converged=report.ok())[TABLE_COLUMNS]
 
 
 def fit_csv(path: str | os.PathLike, model: str = "multilevel", *, sep: str | None = None,
@@ -381,8 +410,9 @@ def _fit_prepared(path: Path, source: SalesFile, data: ModelData, model: str, *,
     idata = fit(built, progressbar=progressbar, **settings)
     chosen = sampling_settings(built, **settings)
     used = {k: chosen[k] for k in ("nuts_sampler", "draws", "tune", "chains", "target_accept", "random_seed")}
-    return CsvFit(path=path, model=model, data=data, idata=idata, table=elasticity_table(idata, data),
-                  report=convergence_report(idata), settings=used, source=source)
+    report = convergence_report(idata)
+    return CsvFit(path=path, model=model, data=data, idata=idata, table=elasticity_table(idata, data, report),
+                  report=report, settings=used, source=source)
 
 
 def _new_file_mode(target: Path) -> int:
@@ -461,9 +491,12 @@ def _separator(text: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    epilog = {"epilog": "exit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_STATUSES.items()),
+              "formatter_class": argparse.RawDescriptionHelpFormatter}
     parser = argparse.ArgumentParser(
         prog="python -m elasticity_lib",
         description="Fit Bayesian multilevel price elasticities to a sales CSV in the tidy schema.",
+        **epilog,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     # the input file and how to read it, shared by fit and validate
@@ -478,7 +511,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="'global' (default): a store_id names one store in the whole file, and an id "
                               "in two regions is an error; 'per-region': stores are numbered within each "
                               "region, and a store is the pair (region_id, store_id)")
-    fit_p = sub.add_parser("fit", parents=[table_p],
+    fit_p = sub.add_parser("fit", parents=[table_p], **epilog,
                            help="validate a CSV, fit a model, write elasticities and a convergence report")
     fit_p.add_argument("--out", type=Path, required=True, help="where to write the elasticity table (CSV)")
     fit_p.add_argument("--report", type=Path, default=None,
@@ -490,7 +523,7 @@ def _parser() -> argparse.ArgumentParser:
     fit_p.add_argument("--seed", type=int, default=None,
                        help="sampler seed (default: $ELASTICITY_SAMPLER_SEED, else 4242)")
     fit_p.add_argument("--no-progress", action="store_true", help="hide the sampler's progress bar")
-    sub.add_parser("validate", parents=[table_p],
+    sub.add_parser("validate", parents=[table_p], **epilog,
                    help="check a CSV against the tidy schema, and against what --model needs, without fitting")
     return parser
 
@@ -548,12 +581,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; existing outputs are unchanged", file=sys.stderr)
         return EXIT_INTERRUPTED
-    shown = result.table.loc[result.table["level"] == "region"].drop(columns=["level", "store_id",
-                                                                               "informed_by_own_prices"])
+    shown = result.table.loc[result.table["level"] == "region"].drop(
+        columns=["level", "store_id", "informed_by_own_prices", "converged"])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"wrote {out} ({len(result.table)} rows) and {report}")
     if not result.report.ok():
         print(f"warning: the sampler did not converge cleanly (divergences {result.report.divergences}, "
               f"max r_hat {result.report.max_rhat:.3f}, min ESS bulk {result.report.min_ess_bulk:.0f}); "
-              f"see {report}", file=sys.stderr)
+              f"the outputs are marked converged=false (exit status {EXIT_UNCONVERGED}); see {report}",
+              file=sys.stderr)
+        return EXIT_UNCONVERGED
     return EXIT_OK

@@ -17,7 +17,7 @@ import pandas as pd
 from .entities import store_label
 
 __all__ = ["REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "NUMERIC_COLUMNS", "STORE_IDS", "PRICE_VARIATION_TOL",
-           "NoPriceVariationWarning", "GroupStats", "ModelData", "check_option", "prepare_data", "require_columns",
+           "MIN_ROWS", "MIN_ROWS_PER_REGION", "NoPriceVariationWarning", "GroupStats", "ModelData", "check_option", "prepare_data", "require_columns",
            "schema_column_names", "validate_table"]
 
 #: Columns a sales table must have.
@@ -34,6 +34,9 @@ NUMERIC_COLUMNS = ["price", "quantities", "median_income"]
 #: prices from their mean is at most this, that is when its prices differ by less than
 #: about one part in a billion (``sqrt(cxx / n) <= tol``; a group of one row never varies).
 PRICE_VARIATION_TOL = 1e-9
+#: The least data a fit needs: rows in all, and rows in every region (a line through one
+#: point has no slope; with two points in all, no residual scale).
+MIN_ROWS, MIN_ROWS_PER_REGION = 3, 2
 _SHOW = 5
 
 
@@ -357,6 +360,27 @@ class ModelData:
     def store_stats(self) -> GroupStats:
         """Sufficient statistics of each store's rows (computed once)."""
         return GroupStats.from_arrays(self.store_idx, self.log_price, self.log_quantity, self.n_stores)
+
+    def require_enough_data(self, min_regions: int = 1) -> None:
+        """Raise ``ValueError`` naming every shortfall when there is too little data to fit.
+
+        A fit needs at least :data:`MIN_ROWS` rows in all, :data:`MIN_ROWS_PER_REGION` rows
+        in every region and ``min_regions`` regions (2 for the models that pool regions,
+        :data:`~elasticity_lib.models.MIN_REGIONS`).
+        """
+        short = []
+        if self.n_obs < MIN_ROWS:
+            short.append(f"{self.n_obs} row{'s' if self.n_obs != 1 else ''} in all, at least {MIN_ROWS} are needed")
+        rows = self.region_stats.n.astype(int)
+        few = [f"{_py(r)!r} ({n} row{'s' if n != 1 else ''})" for r, n in zip(self.coords["region"], rows)
+               if n < MIN_ROWS_PER_REGION]
+        if few:
+            short.append(f"regions with fewer than {MIN_ROWS_PER_REGION} rows: {_shown(few)}")
+        if self.n_regions < min_regions:
+            short.append(f"{self.n_regions} region{'s' if self.n_regions != 1 else ''}, and a model that pools "
+                         f"regions needs at least {min_regions} (the baseline model does not pool)")
+        if short:
+            raise ValueError("too little data to fit: " + "; ".join(short))
 
     def informed_by_own_prices(self, store_level: bool = False) -> dict[str, np.ndarray]:
         """Which groups' own rows can inform their elasticity: those whose prices vary.

@@ -18,6 +18,8 @@ from elasticity_lib.simulation import SimulationConfig, simulate_market
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--draws", "300", "--tune", "300", "--chains", "2", "--no-progress"]
+# enough draws to pass the convergence gates (ESS >= 400) on the small market
+CONVERGING = ["--draws", "1000", "--tune", "1000", "--chains", "2", "--no-progress"]
 CONFIG = SimulationConfig(n_regions=3, stores_mu=3.0, min_stores=2, time_steps_mu=10.0,
                           store_elasticity_sd=0.1)
 
@@ -59,7 +61,7 @@ def temp_files(folder: Path) -> list[str]:
 
 def test_good_file_through_the_command_line(tmp_path, good_csv, market):
     out = tmp_path / "elasticities.csv"
-    proc = run_cli("fit", good_csv.name, "--model", "multilevel", "--out", out.name, *FAST, cwd=tmp_path)
+    proc = run_cli("fit", good_csv.name, "--model", "multilevel", "--out", out.name, *CONVERGING, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     result = pd.read_csv(out)
@@ -75,10 +77,13 @@ def test_good_file_through_the_command_line(tmp_path, good_csv, market):
     assert (gap < 4 * result["elasticity_sd"].to_numpy()).all()
     report = json.loads((tmp_path / "elasticities.convergence.json").read_text())
     assert report["model"] == "multilevel" and report["n_rows"] == len(pd.read_csv(good_csv))
-    assert report["sampler"]["draws"] == 300 and report["sampler"]["chains"] == 2
+    assert report["sampler"]["draws"] == 1000 and report["sampler"]["chains"] == 2
     assert report["sampler"]["nuts_sampler"] == "numpyro"  # nine regions: a small model
     assert report["divergences"] == 0
     assert set(report) >= {"max_rhat", "min_ess_bulk", "min_ess_tail", "ok"}
+    assert report["converged"] and report["ok"] and result["converged"].all()
+    assert report["input_format"] == {"separator": ",", "decimal": ".", "renamed_columns": {}}
+    assert report["groups_without_price_variation"] == {"region": []} and result["informed_by_own_prices"].all()
     assert temp_files(tmp_path) == []
     assert "wrote elasticities.csv" in proc.stdout
 
@@ -231,6 +236,12 @@ def bad_repeated_row(tmp_path, df):
                                   f"time step {row['time_step']}", "rows [5, 10]"]
 
 
+def bad_one_row(tmp_path, df):
+    return _write(tmp_path, df.head(1)), ["too little data to fit: 1 row in all, at least 3 are needed; regions with "
+                                          f"fewer than 2 rows: [{df['region_id'].iloc[0]} (1 row)]; 1 region, and a "
+                                          "model that pools regions needs at least 2"]
+
+
 def bad_empty_file(tmp_path, df):
     path = tmp_path / "bad.csv"
     path.write_bytes(b"")
@@ -282,7 +293,7 @@ def bad_directory(tmp_path, df):
 
 
 BAD_FILES = [bad_missing_column, bad_nan, bad_nonpositive_price, bad_non_numeric, bad_store_in_two_regions,
-             bad_income_varies, bad_repeated_row, bad_empty_file, bad_header_only, bad_binary_file, bad_ragged_rows,
+             bad_income_varies, bad_repeated_row, bad_one_row, bad_empty_file, bad_header_only, bad_binary_file, bad_ragged_rows,
              bad_not_a_table, bad_blank_line, bad_missing_file, bad_directory]
 
 
@@ -546,3 +557,43 @@ def test_prices_that_never_vary_name_the_stores_for_the_store_model(flat_region_
 def test_store_model_marks_every_group_informed_when_prices_vary(store_fit):
     assert store_fit.table["informed_by_own_prices"].all()
     assert store_fit.report_dict()["groups_without_price_variation"] == {"region": [], "store": []}
+
+
+def test_too_little_data_for_a_pooled_model_but_enough_for_the_baseline(tmp_path, table, capsys):
+    path = tmp_path / "one_region.csv"
+    table[table["region_id"] == 0].to_csv(path, index=False)
+    assert main(["validate", str(path)]) == cli.EXIT_BAD_INPUT
+    assert capsys.readouterr().err.strip() == ("error: too little data to fit: 1 region, and a model that pools "
+                                               "regions needs at least 2 (the baseline model does not pool)")
+    assert main(["validate", str(path), "--model", "baseline"]) == cli.EXIT_OK
+
+
+def test_an_unconverged_fit_writes_marked_outputs_and_exits_3(tmp_path, flat_region_csv, capsys):
+    out = tmp_path / "el.csv"
+    # 20 draws per chain cannot reach an effective sample size of 400
+    status = main(["fit", str(flat_region_csv), "--out", str(out), "--draws", "20", "--tune", "20", "--chains", "2",
+                   "--no-progress"])
+    err = capsys.readouterr().err.splitlines()
+    assert status == cli.EXIT_UNCONVERGED == 3
+    assert err[0].startswith("warning: prices never vary within regions [1]")
+    assert err[-1].startswith("warning: the sampler did not converge cleanly")
+    assert err[-1].endswith(f"the outputs are marked converged=false (exit status 3); see {report_path_for(out)}")
+    table = pd.read_csv(out)
+    assert list(table.columns) == cli.TABLE_COLUMNS
+    assert not table["converged"].any()
+    assert list(table.loc[~table["informed_by_own_prices"], "region_id"]) == [1]
+    report = json.loads(report_path_for(out).read_text())
+    assert report["converged"] is False and report["ok"] is False
+    assert report["groups_without_price_variation"] == {"region": [1]}
+    assert report["store_ids"] == "global"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["fit", "--help"], ["validate", "--help"]])
+def test_help_documents_every_exit_status(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for code, text in cli.EXIT_STATUSES.items():
+        assert f"{code:>3}  {text}" in out
+        assert f"{code}: " in cli.__doc__  # and the module's docstring

@@ -346,3 +346,26 @@ def test_no_warning_when_every_price_varies(small_data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert small_data.warn_without_price_variation(store_level=True) == {"region": [], "store": []}
+
+
+# --------------------------------------------------------------------------- too little data
+
+
+def test_too_little_data_names_every_shortfall():
+    one = prepare_data(user_table().iloc[[0]])
+    with pytest.raises(ValueError, match=r"^too little data to fit: 1 row in all, at least 3 are needed; regions with "
+                                         r"fewer than 2 rows: \['north' \(1 row\)\]; 1 region, and a model that pools "
+                                         r"regions needs at least 2 \(the baseline model does not pool\)$"):
+        one.require_enough_data(min_regions=2)
+    data = prepare_data(user_table())  # east has one row
+    with pytest.raises(ValueError, match=r"^too little data to fit: regions with fewer than 2 rows: \['east' \(1 row\)\]$"):
+        data.require_enough_data()
+
+
+def test_enough_data_passes():
+    data = prepare_data(user_table().iloc[:5])  # north 3 rows, south 2
+    data.require_enough_data(min_regions=2)
+    north = prepare_data(user_table().iloc[:3])
+    north.require_enough_data(min_regions=1)
+    with pytest.raises(ValueError, match=r"^too little data to fit: 1 region, and"):
+        north.require_enough_data(min_regions=2)
