@@ -64,6 +64,7 @@ from .models import MIN_REGIONS, MODEL_KINDS, build_model
 from .prepare import (
     NUMERIC_COLUMNS,
     STORE_IDS,
+    ZERO_SALES,
     ModelData,
     NoPriceVariationWarning,
     check_option,
@@ -261,7 +262,8 @@ def _reject_decimal_commas(path: Path, df: pd.DataFrame) -> None:
 
 
 def prepare_csv(path: str | os.PathLike, model: str = "multilevel", *, sep: str | None = None,
-                decimal: str | None = None, store_ids: str = "global") -> tuple[SalesFile, ModelData]:
+                decimal: str | None = None, store_ids: str = "global",
+                zero_sales: str = "error") -> tuple[SalesFile, ModelData]:
     """Read a sales CSV and check it for ``model``: everything :func:`fit_csv` does before sampling.
 
     Parameters
@@ -274,6 +276,9 @@ def prepare_csv(path: str | os.PathLike, model: str = "multilevel", *, sep: str 
         Separator and decimal mark; detected when left out (see :func:`read_sales_csv`).
     store_ids : {"global", "per-region"}
         How ``store_id`` identifies a store (see :func:`~elasticity_lib.prepare.validate_table`).
+    zero_sales : {"error", "drop"}
+        Whether rows with zero quantities are an error or are dropped (and counted per store
+        in ``ModelData.zero_sales_dropped``).
 
     Returns
     -------
@@ -293,9 +298,10 @@ def prepare_csv(path: str | os.PathLike, model: str = "multilevel", *, sep: str 
     """
     check_option("model", model, MODEL_KINDS)
     check_option("store_ids", store_ids, STORE_IDS)
+    check_option("zero_sales", zero_sales, ZERO_SALES)
     source = read_sales_csv(path, sep=sep, decimal=decimal)
     try:
-        data = prepare_data(source.table, store_ids=store_ids)
+        data = prepare_data(source.table, store_ids=store_ids, zero_sales=zero_sales)
         data.require_enough_data(MIN_REGIONS[model])
     except ValueError as err:
         raise InputError(_one_line(err)) from None
@@ -330,6 +336,8 @@ class CsvFit:
             "input_format": {"separator": self.source.sep, "decimal": self.source.decimal,
                              "renamed_columns": self.source.renamed},
             "store_ids": self.data.store_ids,
+            "zero_sales": self.data.zero_sales,
+            "zero_sales_dropped": self.data.zero_sales_dropped,
             "model": self.model,
             "groups_without_price_variation": self.data.without_price_variation(_store_level(self.model)),
             "n_rows": self.data.n_obs,
@@ -388,17 +396,17 @@ def elasticity_table(idata: xr.DataTree, data: ModelData, report: ConvergenceRep
 
 
 def fit_csv(path: str | os.PathLike, model: str = "multilevel", *, sep: str | None = None,
-            decimal: str | None = None, store_ids: str = "global", draws: int | None = None,
-            tune: int | None = None, chains: int | None = None, random_seed: int | None = None,
-            progressbar: bool = False) -> CsvFit:
+            decimal: str | None = None, store_ids: str = "global", zero_sales: str = "error",
+            draws: int | None = None, tune: int | None = None, chains: int | None = None,
+            random_seed: int | None = None, progressbar: bool = False) -> CsvFit:
     """Validate a sales CSV, fit one of the book's models and tabulate its elasticities.
 
-    ``model``, ``sep``, ``decimal`` and ``store_ids`` are those of :func:`prepare_csv`;
+    ``model``, ``sep``, ``decimal``, ``store_ids`` and ``zero_sales`` are those of :func:`prepare_csv`;
     sampler settings left at ``None`` take the book's defaults. A file that cannot be used
     raises :class:`InputError` (a ``ValueError``) naming the problem, the column and the
     lines, before anything is fitted.
     """
-    source, data = prepare_csv(path, model, sep=sep, decimal=decimal, store_ids=store_ids)
+    source, data = prepare_csv(path, model, sep=sep, decimal=decimal, store_ids=store_ids, zero_sales=zero_sales)
     return _fit_prepared(Path(path), source, data, model, draws=draws, tune=tune, chains=chains,
                          random_seed=random_seed, progressbar=progressbar)
 
@@ -511,6 +519,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="'global' (default): a store_id names one store in the whole file, and an id "
                               "in two regions is an error; 'per-region': stores are numbered within each "
                               "region, and a store is the pair (region_id, store_id)")
+    table_p.add_argument("--zero-sales", choices=ZERO_SALES, default="error",
+                         help="rows whose quantities are 0: 'error' (default) or 'drop' them, reporting how many "
+                              "per store (negative quantities are always an error)")
     fit_p = sub.add_parser("fit", parents=[table_p], **epilog,
                            help="validate a CSV, fit a model, write elasticities and a convergence report")
     fit_p.add_argument("--out", type=Path, required=True, help="where to write the elasticity table (CSV)")
@@ -559,6 +570,17 @@ def _data_warnings_on_stderr():
         yield
 
 
+def _dropped_zero_sales(data: ModelData, show: int = 5) -> str:
+    """One line: how many rows of zero sales were dropped, and from which stores."""
+    dropped = data.zero_sales_dropped
+    line = f"dropped {sum(dropped.values())} rows with zero sales (--zero-sales drop)"
+    if dropped:
+        per_store = [f"{label} {n}" for label, n in dropped.items()]
+        more = f", and {len(per_store) - show} more stores (all in the report)" if len(per_store) > show else ""
+        line += f"; rows per store: {', '.join(per_store[:show])}{more}"
+    return line
+
+
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "fit":
@@ -567,8 +589,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             for target in (args.out, report):
                 _check_output(target)
         source, data = prepare_csv(args.csv, args.model, sep=args.sep, decimal=args.decimal,
-                                   store_ids=args.store_ids)
+                                   store_ids=args.store_ids, zero_sales=args.zero_sales)
         print(f"read {args.csv}: {source.describe()}")
+        if data.zero_sales == "drop":
+            print(_dropped_zero_sales(data))
         if args.command == "validate":
             print(f"{args.csv}: OK, {data.n_obs} rows, {data.n_regions} regions, {data.n_stores} stores")
             return EXIT_OK

@@ -16,7 +16,7 @@ import pandas as pd
 
 from .entities import store_label
 
-__all__ = ["REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "NUMERIC_COLUMNS", "STORE_IDS", "PRICE_VARIATION_TOL",
+__all__ = ["REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "NUMERIC_COLUMNS", "STORE_IDS", "ZERO_SALES", "PRICE_VARIATION_TOL",
            "MIN_ROWS", "MIN_ROWS_PER_REGION", "NoPriceVariationWarning", "GroupStats", "ModelData", "check_option", "prepare_data", "require_columns",
            "schema_column_names", "validate_table"]
 
@@ -28,6 +28,10 @@ OPTIONAL_COLUMNS = ["region_store_id", "time_step", "item_id", "log_price", "log
 #: so an id found in two regions is an error. ``"per-region"``: stores are numbered within
 #: each region, and a store is the pair (``region_id``, ``store_id``).
 STORE_IDS = ("global", "per-region")
+#: What to do with rows whose ``quantities`` are 0 (the log-log models cannot use them):
+#: ``"error"`` rejects them, ``"drop"`` drops them and counts them per store. Negative
+#: quantities are an error either way.
+ZERO_SALES = ("error", "drop")
 #: Columns that must hold finite, strictly positive numbers.
 NUMERIC_COLUMNS = ["price", "quantities", "median_income"]
 #: A group's prices count as never varying when the root-mean-square deviation of its log
@@ -118,8 +122,8 @@ def _check_ids(out: pd.DataFrame) -> None:
             raise ValueError(f"column '{col}' has missing ids in {_rows(out.index, null)}")
 
 
-def _check_numeric(out: pd.DataFrame, col: str) -> None:
-    """Turn ``col`` into finite, strictly positive floats in place, or raise naming the rows."""
+def _check_numeric(out: pd.DataFrame, col: str, zero_ok: bool = False) -> None:
+    """Turn ``col`` into finite, strictly positive floats in place (or non-negative ones with ``zero_ok``)."""
     raw = out[col]
     if pd.api.types.is_bool_dtype(raw):
         raise ValueError(f"column '{col}' must be numeric, got booleans")
@@ -135,9 +139,20 @@ def _check_numeric(out: pd.DataFrame, col: str) -> None:
     inf = np.isinf(values)
     if inf.any():
         raise ValueError(f"column '{col}' has infinite values in {_rows(out.index, inf)}")
-    nonpos = values <= 0
-    if nonpos.any():
-        raise ValueError(f"column '{col}' must be strictly positive; values <= 0 in {_rows(out.index, nonpos)}")
+    if zero_ok:
+        negative = values < 0
+        if negative.any():
+            raise ValueError(f"column '{col}' must not be negative; values < 0 in {_rows(out.index, negative)} "
+                             "(zero_sales='drop' drops only rows with zero quantities)")
+    else:
+        nonpos = values <= 0
+        if nonpos.any():
+            hint = ""
+            if col == "quantities" and (values == 0).any():
+                hint = ("; rows with zero sales can be dropped with zero_sales='drop' (command line: "
+                        "--zero-sales drop)" + (", negative quantities cannot" if (values < 0).any() else ""))
+            raise ValueError(f"column '{col}' must be strictly positive; values <= 0 in "
+                             f"{_rows(out.index, nonpos)}{hint}")
     out[col] = values
 
 
@@ -228,7 +243,30 @@ def _add_logs(out: pd.DataFrame) -> None:
         out[log_col] = logged
 
 
-def validate_table(df: pd.DataFrame, *, store_ids: str = "global") -> pd.DataFrame:
+def _validated(df: pd.DataFrame, store_ids: str, zero_sales: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The checked table, and with ``zero_sales="drop"`` the rows dropped per store label."""
+    check_option("store_ids", store_ids, STORE_IDS)
+    check_option("zero_sales", zero_sales, ZERO_SALES)
+    require_columns(df, REQUIRED_COLUMNS)
+    out = df.copy()
+    _check_ids(out)
+    for col in NUMERIC_COLUMNS:
+        _check_numeric(out, col, zero_ok=col == "quantities" and zero_sales == "drop")
+    if store_ids == "global":
+        _check_store_regions(out)
+    _check_income(out)
+    _add_store_labels(out)
+    _check_repeated_steps(out)
+    zero = (out["quantities"] == 0).to_numpy()
+    dropped = {label: int(n) for label, n in out[zero].groupby("region_store_id", sort=False).size().items()}
+    if zero.all():
+        raise ValueError(f"column 'quantities': every row has zero sales ({len(out)} rows); nothing is left to fit")
+    out = out[~zero]
+    _add_logs(out)
+    return out, dropped
+
+
+def validate_table(df: pd.DataFrame, *, store_ids: str = "global", zero_sales: str = "error") -> pd.DataFrame:
     """Check a sales table against the tidy schema and return a clean, typed copy.
 
     Raises ``ValueError`` naming the column and rows for: a missing column, an empty
@@ -246,6 +284,9 @@ def validate_table(df: pd.DataFrame, *, store_ids: str = "global") -> pd.DataFra
         How ``store_id`` identifies a store (:data:`STORE_IDS`). ``"global"`` (default): an
         id names one store in the whole table, and an id found in two regions is an error.
         ``"per-region"``: stores are numbered within each region.
+    zero_sales : {"error", "drop"}
+        Rows whose ``quantities`` are 0 (:data:`ZERO_SALES`): an error (default), or left
+        out of the returned table (:func:`prepare_data` counts them per store).
 
     Returns
     -------
@@ -253,19 +294,7 @@ def validate_table(df: pd.DataFrame, *, store_ids: str = "global") -> pd.DataFra
         A copy with the numeric columns as floats, and ``region_store_id``, ``log_price``
         and ``log_quantities`` set.
     """
-    check_option("store_ids", store_ids, STORE_IDS)
-    require_columns(df, REQUIRED_COLUMNS)
-    out = df.copy()
-    _check_ids(out)
-    for col in NUMERIC_COLUMNS:
-        _check_numeric(out, col)
-    if store_ids == "global":
-        _check_store_regions(out)
-    _check_income(out)
-    _add_store_labels(out)
-    _check_repeated_steps(out)
-    _add_logs(out)
-    return out
+    return _validated(df, store_ids, zero_sales)[0]
 
 
 @dataclass(frozen=True)
@@ -317,7 +346,9 @@ class ModelData:
     ``region_idx`` and ``store_idx`` map each row to its region and store; ``store_region_idx``
     maps each store to its region; ``income`` is each region's median income on the
     original scale, in the order of ``coords["region"]``. ``store_ids`` records how the
-    table's ``store_id`` was read (:data:`STORE_IDS`).
+    table's ``store_id`` was read (:data:`STORE_IDS`); ``zero_sales`` what was done with rows
+    of zero sales (:data:`ZERO_SALES`), and ``zero_sales_dropped`` how many rows were dropped
+    per store label, in order of appearance (empty unless ``zero_sales="drop"``).
     """
 
     table: pd.DataFrame
@@ -330,6 +361,8 @@ class ModelData:
     log_quantity: np.ndarray
     extra: dict = field(default_factory=dict)
     store_ids: str = "global"
+    zero_sales: str = "error"
+    zero_sales_dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_obs(self) -> int:
@@ -429,14 +462,15 @@ class ModelData:
         return flat
 
 
-def prepare_data(df: pd.DataFrame, *, store_ids: str = "global") -> ModelData:
+def prepare_data(df: pd.DataFrame, *, store_ids: str = "global", zero_sales: str = "error") -> ModelData:
     """Validate a tidy sales table and derive integer codes, coords, covariates and logs.
 
-    A store is identified by its label ``r-{region_id}_s-{store_id}``; ``store_ids`` is
-    passed to :func:`validate_table` (``"per-region"`` accepts stores numbered within
-    each region).
+    A store is identified by its label ``r-{region_id}_s-{store_id}``. ``store_ids`` and
+    ``zero_sales`` are those of :func:`validate_table`: ``store_ids="per-region"`` accepts
+    stores numbered within each region, and ``zero_sales="drop"`` drops rows of zero sales
+    and records how many per store in ``ModelData.zero_sales_dropped``.
     """
-    table = validate_table(df, store_ids=store_ids)
+    table, dropped = _validated(df, store_ids, zero_sales)
     region_codes, regions = pd.factorize(table["region_id"].astype(object), sort=True)
     store_codes, stores = pd.factorize(table["region_store_id"], sort=False)
     # order stores by region, then by first appearance, so that coords read naturally
@@ -460,4 +494,6 @@ def prepare_data(df: pd.DataFrame, *, store_ids: str = "global") -> ModelData:
         log_price=table["log_price"].to_numpy(dtype=float),
         log_quantity=table["log_quantities"].to_numpy(dtype=float),
         store_ids=store_ids,
+        zero_sales=zero_sales,
+        zero_sales_dropped=dropped,
     )

@@ -404,18 +404,22 @@ def test_stores_numbered_per_region_are_accepted_with_the_option(per_region_csv,
     assert f"{len(table)} rows, {CONFIG.n_regions} regions, {table['region_store_id'].nunique()} stores" in out
 
 
-def test_fit_csv_rejects_an_unknown_store_ids_option(good_csv):
-    with pytest.raises(ValueError, match=r"unknown store_ids 'local'; choose one of \['global', 'per-region'\]"):
-        fit_csv(good_csv, store_ids="local")
+@pytest.mark.parametrize(("option", "choices"), [("store_ids", r"\['global', 'per-region'\]"),
+                                                ("zero_sales", r"\['error', 'drop'\]")])
+def test_fit_csv_rejects_an_unknown_table_option(good_csv, option, choices, monkeypatch):
+    monkeypatch.setattr(cli, "fit", lambda *a, **k: pytest.fail("fit called"))
+    with pytest.raises(ValueError, match=rf"unknown {option} 'local'; choose one of {choices}"):
+        fit_csv(good_csv, **{option: "local"})
 
 
+@pytest.mark.parametrize("option", ["--store-ids", "--zero-sales"])
 @pytest.mark.parametrize("command", ["fit", "validate"])
-def test_unknown_store_ids_on_the_command_line_is_a_usage_error(command, capsys):
-    argv = [command, "x.csv", "--store-ids", "local"] + (["--out", "o.csv"] if command == "fit" else [])
+def test_unknown_table_option_on_the_command_line_is_a_usage_error(command, option, capsys):
+    argv = [command, "x.csv", option, "local"] + (["--out", "o.csv"] if command == "fit" else [])
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == cli.EXIT_USAGE
-    assert "--store-ids: invalid choice: 'local'" in capsys.readouterr().err
+    assert f"{option}: invalid choice: 'local'" in capsys.readouterr().err
 
 
 def _numbers(df: pd.DataFrame) -> np.ndarray:
@@ -569,11 +573,17 @@ def test_too_little_data_for_a_pooled_model_but_enough_for_the_baseline(tmp_path
 
 
 def test_an_unconverged_fit_writes_marked_outputs_and_exits_3(tmp_path, flat_region_csv, capsys):
+    # one fit checks every mark on the outputs: convergence, price variation, dropped rows, format
+    path = tmp_path / "zeros_and_flat.csv"
+    df = pd.read_csv(flat_region_csv)
+    df.loc[[0, 1], "quantities"] = 0.0
+    df.to_csv(path, index=False, sep=";", decimal=",")
     out = tmp_path / "el.csv"
     # 20 draws per chain cannot reach an effective sample size of 400
-    status = main(["fit", str(flat_region_csv), "--out", str(out), "--draws", "20", "--tune", "20", "--chains", "2",
-                   "--no-progress"])
-    err = capsys.readouterr().err.splitlines()
+    status = main(["fit", str(path), "--out", str(out), "--draws", "20", "--tune", "20", "--chains", "2",
+                   "--no-progress", "--zero-sales", "drop"])
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
     assert status == cli.EXIT_UNCONVERGED == 3
     assert err[0].startswith("warning: prices never vary within regions [1]")
     assert err[-1].startswith("warning: the sampler did not converge cleanly")
@@ -586,6 +596,11 @@ def test_an_unconverged_fit_writes_marked_outputs_and_exits_3(tmp_path, flat_reg
     assert report["converged"] is False and report["ok"] is False
     assert report["groups_without_price_variation"] == {"region": [1]}
     assert report["store_ids"] == "global"
+    label = df.loc[0, "region_store_id"]
+    assert report["zero_sales"] == "drop" and report["zero_sales_dropped"] == {label: 2}
+    assert report["n_rows"] == len(df) - 2
+    assert report["input_format"] == {"separator": ";", "decimal": ",", "renamed_columns": {}}
+    assert f"dropped 2 rows with zero sales (--zero-sales drop); rows per store: {label} 2" in captured.out
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["fit", "--help"], ["validate", "--help"]])
@@ -597,3 +612,28 @@ def test_help_documents_every_exit_status(argv, capsys):
     for code, text in cli.EXIT_STATUSES.items():
         assert f"{code:>3}  {text}" in out
         assert f"{code}: " in cli.__doc__  # and the module's docstring
+
+
+def test_zero_sales_are_rejected_naming_the_option_or_dropped_and_reported(tmp_path, table, capsys):
+    path = tmp_path / "zeros.csv"
+    df = table.copy()
+    df.loc[[0, 1, 40], "quantities"] = 0.0
+    df.to_csv(path, index=False)
+    assert main(["validate", str(path)]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: column 'quantities' must be strictly positive; values <= 0 in rows [2, 3, 42]")
+    assert err.endswith("rows with zero sales can be dropped with zero_sales='drop' (command line: --zero-sales drop)")
+    assert main(["validate", str(path), "--zero-sales", "drop"]) == cli.EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    first, other = df.loc[0, "region_store_id"], df.loc[40, "region_store_id"]
+    assert out[1] == f"dropped 3 rows with zero sales (--zero-sales drop); rows per store: {first} 2, {other} 1"
+    assert out[2].startswith(f"{path}: OK, {len(df) - 3} rows")
+
+
+def test_dropped_zero_sales_are_listed_for_a_few_stores():
+    data = cli.prepare_data(pd.DataFrame({
+        "region_id": [1] * 14, "store_id": [s // 2 for s in range(14)], "price": [1.0, 2.0] * 7,
+        "quantities": [0.0, 1.0] * 7, "median_income": [3.0] * 14}), zero_sales="drop")
+    assert cli._dropped_zero_sales(data) == ("dropped 7 rows with zero sales (--zero-sales drop); rows per store: "
+                                             "r-1_s-0 1, r-1_s-1 1, r-1_s-2 1, r-1_s-3 1, r-1_s-4 1, "
+                                             "and 2 more stores (all in the report)")

@@ -369,3 +369,52 @@ def test_enough_data_passes():
     north.require_enough_data(min_regions=1)
     with pytest.raises(ValueError, match=r"^too little data to fit: 1 region, and"):
         north.require_enough_data(min_regions=2)
+
+
+# --------------------------------------------------------------------------- zero sales
+
+
+def test_zero_sales_are_rejected_naming_the_remedy():
+    with pytest.raises(ValueError, match=r"column 'quantities' must be strictly positive; values <= 0 in rows \[104\]; "
+                                         r"rows with zero sales can be dropped with zero_sales='drop' "
+                                         r"\(command line: --zero-sales drop\)$"):
+        prepare_data(with_value(user_table(), "quantities", [104], 0.0))
+    both = with_value(with_value(user_table(), "quantities", [104], 0.0), "quantities", [100], -1.0)
+    with pytest.raises(ValueError, match=r"values <= 0 in rows \[100, 104\]; rows with zero sales can be dropped .*"
+                                         r"--zero-sales drop\), negative quantities cannot$"):
+        prepare_data(both)
+
+
+def test_zero_sales_can_be_dropped_and_are_counted_per_store():
+    df = with_value(user_table(), "quantities", [100, 101, 104], 0.0)
+    data = prepare_data(df, zero_sales="drop")
+    assert data.zero_sales == "drop"
+    assert data.zero_sales_dropped == {"r-north_s-10": 2, "r-south_s-20": 1}
+    assert list(data.table.index) == [102, 103, 105]
+    assert data.coords["store"] == ["r-east_s-30", "r-north_s-11", "r-south_s-20"]
+    np.testing.assert_allclose(data.log_quantity, np.log([6.0, 2.0, 3.0]))
+    assert list(validate_table(df, zero_sales="drop").index) == [102, 103, 105]
+
+
+def test_dropping_zero_sales_changes_nothing_without_them():
+    kept = prepare_data(user_table(), zero_sales="drop")
+    assert kept.zero_sales_dropped == {} and kept.n_obs == 6
+    assert prepare_data(user_table()).zero_sales_dropped == {}
+
+
+@pytest.mark.parametrize(("breaker", "pattern"), [
+    (lambda d: with_value(d, "quantities", [100, 105], -2.0),
+     r"column 'quantities' must not be negative; values < 0 in rows \[100, 105\] \(zero_sales='drop' drops only "
+     r"rows with zero quantities\)"),
+    (lambda d: with_value(d, "price", [103], 0.0), r"column 'price' must be strictly positive; values <= 0 in rows \[103\]$"),
+    (lambda d: d.assign(quantities=0.0), r"column 'quantities': every row has zero sales \(6 rows\); nothing is left to fit"),
+], ids=["negative quantities", "zero price", "all zero"])
+def test_dropping_zero_sales_keeps_every_other_rule(breaker, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        prepare_data(breaker(user_table()), zero_sales="drop")
+
+
+@pytest.mark.parametrize("function", [validate_table, prepare_data])
+def test_unknown_zero_sales_option_is_rejected(function):
+    with pytest.raises(ValueError, match=r"unknown zero_sales 'skip'; choose one of \['error', 'drop'\]"):
+        function(user_table(), zero_sales="skip")
