@@ -77,6 +77,7 @@ __all__ = [
     "CsvFit",
     "SalesFile",
     "read_sales_csv",
+    "prepare_csv",
     "elasticity_table",
     "fit_csv",
     "write_outputs",
@@ -237,7 +238,7 @@ def read_sales_csv(path: str | os.PathLike, sep: str | None = None, decimal: str
     if len(df.columns) == 1:
         raise InputError(f"{path}: the header has one column named {df.columns[0]!r} when read with separator "
                          f"{sep!r}: the file may use another separator; pass it with --sep (Python: sep=)")
-    header = _split(lines[0], sep)
+    header = _split(lines[0], sep) if lines else []
     names = header if len(header) == len(df.columns) else [str(c) for c in df.columns]
     try:
         schema = schema_column_names(names)
