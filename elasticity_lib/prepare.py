@@ -16,9 +16,11 @@ import pandas as pd
 
 from .entities import store_label
 
-__all__ = ["REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "NUMERIC_COLUMNS", "STORE_IDS", "ZERO_SALES", "PRICE_VARIATION_TOL",
-           "MIN_ROWS", "MIN_ROWS_PER_REGION", "NoPriceVariationWarning", "GroupStats", "ModelData", "check_option", "prepare_data", "require_columns",
-           "schema_column_names", "validate_table"]
+__all__ = [
+    "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "NUMERIC_COLUMNS", "STORE_IDS", "ZERO_SALES", "PRICE_VARIATION_TOL",
+    "MIN_ROWS", "MIN_ROWS_PER_REGION", "NoPriceVariationWarning", "GroupStats", "ModelData", "check_option",
+    "prepare_data", "require_columns", "schema_column_names", "validate_table",
+]
 
 #: Columns a sales table must have.
 REQUIRED_COLUMNS = ["region_id", "store_id", "price", "quantities", "median_income"]
@@ -99,8 +101,9 @@ def schema_column_names(names) -> dict:
     for column, matches in found.items():
         if len(matches) > 1:
             listed = ", ".join(repr(m) for m in matches[:-1]) + f" and {matches[-1]!r}"
-            raise ValueError(f"columns {listed} {'both' if len(matches) == 2 else 'all'} stand for column {column!r} (names are matched after trimming "
-                             "spaces and ignoring case); remove or rename all but one")
+            raise ValueError(f"columns {listed} {'both' if len(matches) == 2 else 'all'} stand for column "
+                             f"{column!r} (names are matched after trimming spaces and ignoring case); "
+                             "remove or rename all but one")
     return {matches[0]: column for column, matches in found.items()}
 
 
@@ -221,7 +224,7 @@ def _check_repeated_steps(out: pd.DataFrame) -> None:
     row = out.loc[mask].iloc[0]
     item = f" (item {_py(row['item_id'])!r})" if "item_id" in key else ""
     n_keys = len(np.unique(group[repeated]))
-    more = f"; {n_keys} time steps of stores are repeated in all" if n_keys > 1 else ""
+    more = f"; {n_keys} (store, time step) pairs are repeated in all" if n_keys > 1 else ""
     raise ValueError(
         f"column 'time_step': store {_py(row['store_id'])!r} of region {_py(row['region_id'])!r}{item} has "
         f"{int(mask.sum())} rows for time step {_py(row['time_step'])!r}, {_rows(out.index, mask)}{more}; "

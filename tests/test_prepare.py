@@ -71,7 +71,7 @@ BAD_TABLES = {
     ),
     "repeated time steps in two stores": (
         lambda d: d.assign(time_step=[1, 1, 1, 2, 2, 1]),
-        r"store 10 of region 'north' has 2 rows for time step 1, rows \[100, 101\]; 2 time steps of stores are "
+        r"store 10 of region 'north' has 2 rows for time step 1, rows \[100, 101\]; 2 \(store, time step\) pairs are "
         r"repeated in all",
     ),
     "repeated time step of an item": (
