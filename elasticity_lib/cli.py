@@ -17,20 +17,41 @@ per store and time step, with columns ``region_id``, ``store_id``, ``price``,
 ``quantities`` and ``median_income`` (other columns are allowed and ignored). Rows in
 error messages are numbered as lines of the file, the header being line 1.
 
+Files are taken as spreadsheets export them (:func:`read_sales_csv`): the separator
+(comma, semicolon or tab) and the decimal mark (point or comma) are detected unless given
+(``--sep``, ``--decimal``), header names are matched after trimming spaces and ignoring
+case, and the command line says which format it read and which columns it renamed.
+``--store-ids per-region`` accepts stores numbered within each region. Before sampling,
+a file with too little data is rejected, and groups whose prices never vary are named
+in a warning.
+
 Outputs are replaced atomically: each file is written in full to a temporary file in the
 same directory and then renamed over the target, so an interrupted run leaves any earlier
 output exactly as it was.
+
+Exit statuses of the command line (:data:`EXIT_STATUSES`):
+
+- 0: success;
+- 1: the file cannot be used (unreadable, not in the schema, or too little data); nothing is fitted;
+- 2: wrong command line;
+- 3: the fit failed the convergence gates (:meth:`~elasticity_lib.inference.ConvergenceReport.ok`);
+  the outputs are written all the same, marked ``converged`` false in the table and the report;
+- 130: interrupted; existing outputs are unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
+import csv
 import dataclasses
 import json
 import os
+import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,13 +60,24 @@ import pandas as pd
 import xarray as xr
 
 from .inference import SAMPLING_DEFAULTS, ConvergenceReport, convergence_report, fit, sampling_settings
-from .models import MODEL_KINDS, build_model
-from .prepare import ModelData, prepare_data
+from .models import MIN_REGIONS, MODEL_KINDS, build_model
+from .prepare import (
+    NUMERIC_COLUMNS,
+    STORE_IDS,
+    ZERO_SALES,
+    ModelData,
+    NoPriceVariationWarning,
+    check_option,
+    prepare_data,
+    schema_column_names,
+)
 
 __all__ = [
     "InputError",
     "CsvFit",
+    "SalesFile",
     "read_sales_csv",
+    "prepare_csv",
     "elasticity_table",
     "fit_csv",
     "write_outputs",
@@ -55,10 +87,20 @@ __all__ = [
 ]
 
 #: Exit statuses of the command line.
-EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_UNCONVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_STATUSES = {
+    EXIT_OK: "success",
+    EXIT_BAD_INPUT: "the file cannot be used (unreadable, not in the schema, or too little data); nothing is fitted",
+    EXIT_USAGE: "wrong command line",
+    EXIT_UNCONVERGED: "the fit failed the convergence gates; the outputs are written, marked converged=false",
+    EXIT_INTERRUPTED: "interrupted; existing outputs are unchanged",
+}
 #: Columns of the elasticity table written by :func:`write_outputs`.
+#: ``informed_by_own_prices`` is false for a group whose prices never vary: its elasticity
+#: comes from the prior and from pooling alone (:meth:`~elasticity_lib.prepare.ModelData.informed_by_own_prices`).
+#: ``converged`` repeats the fit's verdict (:meth:`~elasticity_lib.inference.ConvergenceReport.ok`) on every row.
 TABLE_COLUMNS = ["level", "region_id", "store_id", "n_obs", "elasticity_mean", "elasticity_sd",
-                 "hdi94_low", "hdi94_high"]
+                 "hdi94_low", "hdi94_high", "informed_by_own_prices", "converged"]
 
 
 class InputError(ValueError):
@@ -69,16 +111,115 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
-def read_sales_csv(path: str | os.PathLike) -> pd.DataFrame:
+#: Separators tried, in this order of preference, when none is given.
+SEPARATORS = (",", ";", "\t")
+#: Decimal marks a file may use.
+DECIMALS = (".", ",")
+#: How much of the top of a file is looked at to detect its separator and decimal mark.
+SNIFF_LINES, SNIFF_BYTES = 100, 1 << 16
+_DECIMAL_COMMA = re.compile(r"\s*[+-]?\d+,\d+(?:[eE][+-]?\d+)?\s*")
+_DECIMAL_POINT = re.compile(r"\s*[+-]?\d*\.\d+(?:[eE][+-]?\d+)?\s*")
+
+
+@dataclasses.dataclass(frozen=True)
+class SalesFile:
+    """A sales CSV as read: the table, the separator and decimal mark used, the columns renamed.
+
+    ``table`` is indexed by each row's line number in the file; ``renamed`` maps each
+    header name that was matched to a schema column after trimming spaces and ignoring
+    case (``" Price"``) to that column (``"price"``).
+    """
+
+    table: pd.DataFrame
+    sep: str
+    decimal: str
+    renamed: dict[str, str]
+
+    def describe(self) -> str:
+        """The format read, as one line: ``separator ';', decimal ','``, and any renamed columns."""
+        text = f"separator {self.sep!r}, decimal {self.decimal!r}"
+        if self.renamed:
+            text += "; renamed columns: " + ", ".join(f"{k!r} -> {v!r}" for k, v in self.renamed.items())
+        return text
+
+
+def _split(line: str, sep: str) -> list[str]:
+    return next(csv.reader([line], delimiter=sep), [])
+
+
+def _first_lines(path: Path) -> list[str]:
+    """Up to :data:`SNIFF_LINES` complete lines from the top of the file (UTF-8, a BOM skipped)."""
+    with open(path, "rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    lines = re.split(r"\r\n|\r|\n", codecs.getincrementaldecoder("utf-8-sig")().decode(head))
+    if len(head) == SNIFF_BYTES:  # the last line may be cut
+        lines = lines[:-1]
+    return lines[:SNIFF_LINES]
+
+
+def _detect_separator(lines: list[str], decimal: str | None) -> str:
+    """The separator that splits the header into the most columns, and every line below into as many.
+
+    Candidates are :data:`SEPARATORS` except the decimal mark, if one is given. A
+    separator under which some of the first lines have another number of fields than the
+    header only wins if none keeps them all equal; ties go to the earlier candidate.
+    """
+    if not lines:
+        return SEPARATORS[0]
+    rows = [line for line in lines[1:] if line.strip()]
+
+    def score(sep: str) -> tuple[bool, int]:
+        n = len(_split(lines[0], sep))
+        return n > 1 and all(len(_split(row, sep)) == n for row in rows), n
+
+    return max((sep for sep in SEPARATORS if sep != decimal), key=score)
+
+
+def _detect_decimal(lines: list[str], sep: str) -> str:
+    """``","`` when the first lines hold numbers with a decimal comma (``1,25``) and none with a point."""
+    if sep == ",":
+        return "."
+    fields = [field for line in lines[1:] for field in _split(line, sep)]
+    comma = any(_DECIMAL_COMMA.fullmatch(f) for f in fields)
+    point = any(_DECIMAL_POINT.fullmatch(f) for f in fields)
+    return "," if comma and not point else "."
+
+
+def _check_format(sep: str | None, decimal: str | None) -> None:
+    if sep is not None and (not isinstance(sep, str) or len(sep) != 1 or sep in "\"\r\n" or sep.isalnum()):
+        raise ValueError(f"sep must be one character such as ',', ';' or '\\t', got {sep!r}")
+    if decimal is not None:
+        check_option("decimal", decimal, DECIMALS)
+    if sep is not None and sep == decimal:
+        raise ValueError(f"the separator and the decimal mark must differ, got {sep!r} for both")
+
+
+def read_sales_csv(path: str | os.PathLike, sep: str | None = None, decimal: str | None = None) -> SalesFile:
     """Read a sales CSV, with the index set to each row's line number in the file.
+
+    The separator (comma, semicolon or tab) and the decimal mark (point or comma) are
+    detected from the header and the first :data:`SNIFF_LINES` lines unless given: the
+    separator is the one that splits the header into the most columns and every line
+    below it into as many (:data:`SEPARATORS` break ties in this order); the decimal mark
+    is a comma when the separator is not a comma and those lines hold numbers written with a
+    decimal comma (``1,25``) but none with a decimal point. Header names that match a
+    schema column after trimming spaces and ignoring case are renamed to it
+    (:func:`~elasticity_lib.prepare.schema_column_names`). The file is read as UTF-8; a
+    byte-order mark is skipped.
 
     Blank lines are kept (as rows of missing values) so that nothing is dropped silently
     and line numbers stay exact. Raises :class:`InputError` for a missing, unreadable,
-    empty or non-text file.
+    empty or non-text file, for a header that reads as a single column (another
+    separator?), for numbers with a decimal comma read with a decimal point, and for two
+    header names that stand for the same schema column.
     """
+    _check_format(sep, decimal)
     path = Path(path)
     try:
-        df = pd.read_csv(path, skip_blank_lines=False, encoding="utf-8")
+        lines = _first_lines(path)
+        sep = sep or _detect_separator(lines, decimal)
+        decimal = decimal or _detect_decimal(lines, sep)
+        df = pd.read_csv(path, sep=sep, decimal=decimal, skip_blank_lines=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise InputError(f"file not found: {path}") from None
     except IsADirectoryError:
@@ -94,14 +235,84 @@ def read_sales_csv(path: str | os.PathLike) -> pd.DataFrame:
     except OSError as err:
         raise InputError(f"{path} cannot be read: {_one_line(err.strerror or err)}") from None
     df.index = pd.RangeIndex(2, len(df) + 2, name="line")
-    return df
-
-
-def _prepare(df: pd.DataFrame) -> ModelData:
+    if len(df.columns) == 1:
+        raise InputError(f"{path}: the header has one column named {df.columns[0]!r} when read with separator "
+                         f"{sep!r}: the file may use another separator; pass it with --sep (Python: sep=)")
+    header = _split(lines[0], sep) if lines else []
+    names = header if len(header) == len(df.columns) else [str(c) for c in df.columns]
     try:
-        return prepare_data(df)
+        schema = schema_column_names(names)
+    except ValueError as err:
+        raise InputError(f"{path}: {err}") from None
+    df.columns = [schema.get(name, column) for name, column in zip(names, df.columns)]
+    if decimal == "." and sep != ",":
+        _reject_decimal_commas(path, df)
+    return SalesFile(df, sep, decimal, {name: column for name, column in schema.items() if name != column})
+
+
+def _reject_decimal_commas(path: Path, df: pd.DataFrame) -> None:
+    """A numeric column read as text because its numbers have a decimal comma means the wrong decimal mark."""
+    for col in NUMERIC_COLUMNS:
+        if col in df.columns and not pd.api.types.is_numeric_dtype(df[col]):
+            text = df[col].dropna().astype(str)
+            comma = text[text.str.fullmatch(_DECIMAL_COMMA.pattern)]
+            if len(comma):
+                raise InputError(f"{path}: column {col!r} has numbers with a decimal comma (e.g. {comma.iloc[0]!r} "
+                                 f"on line {comma.index[0]}) but was read with decimal '.'; "
+                                 "pass --decimal ',' (Python: decimal=',')")
+
+
+def prepare_csv(path: str | os.PathLike, model: str = "multilevel", *, sep: str | None = None,
+                decimal: str | None = None, store_ids: str = "global",
+                zero_sales: str = "error") -> tuple[SalesFile, ModelData]:
+    """Read a sales CSV and check it for ``model``: everything :func:`fit_csv` does before sampling.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV file.
+    model : str
+        One of :data:`~elasticity_lib.models.MODEL_KINDS`.
+    sep, decimal : str, optional
+        Separator and decimal mark; detected when left out (see :func:`read_sales_csv`).
+    store_ids : {"global", "per-region"}
+        How ``store_id`` identifies a store (see :func:`~elasticity_lib.prepare.validate_table`).
+    zero_sales : {"error", "drop"}
+        Whether rows with zero quantities are an error or are dropped (and counted per store
+        in ``ModelData.zero_sales_dropped``).
+
+    Returns
+    -------
+    tuple of SalesFile and ModelData
+        The file as read and the validated model inputs.
+
+    Raises
+    ------
+    InputError
+        For a file that cannot be used, naming the problem, the column and the file lines.
+
+    Warns
+    -----
+    NoPriceVariationWarning
+        Naming the groups whose prices never vary, whose elasticities the data cannot
+        inform (:meth:`~elasticity_lib.prepare.ModelData.informed_by_own_prices`).
+    """
+    check_option("model", model, MODEL_KINDS)
+    check_option("store_ids", store_ids, STORE_IDS)
+    check_option("zero_sales", zero_sales, ZERO_SALES)
+    source = read_sales_csv(path, sep=sep, decimal=decimal)
+    try:
+        data = prepare_data(source.table, store_ids=store_ids, zero_sales=zero_sales)
+        data.require_enough_data(MIN_REGIONS[model])
     except ValueError as err:
         raise InputError(_one_line(err)) from None
+    data.warn_without_price_variation(store_level=_store_level(model))
+    return source, data
+
+
+def _store_level(model: str) -> bool:
+    """Whether the model has an elasticity per store."""
+    return model == "store_multilevel"
 
 
 @dataclasses.dataclass
@@ -115,6 +326,7 @@ class CsvFit:
     table: pd.DataFrame
     report: ConvergenceReport
     settings: dict
+    source: SalesFile
 
     def report_dict(self) -> dict:
         """The convergence report as plain JSON-ready values."""
@@ -122,12 +334,19 @@ class CsvFit:
 
         return {
             "input": str(self.path),
+            "input_format": {"separator": self.source.sep, "decimal": self.source.decimal,
+                             "renamed_columns": self.source.renamed},
+            "store_ids": self.data.store_ids,
+            "zero_sales": self.data.zero_sales,
+            "zero_sales_dropped": self.data.zero_sales_dropped,
             "model": self.model,
+            "groups_without_price_variation": self.data.without_price_variation(_store_level(self.model)),
             "n_rows": self.data.n_obs,
             "n_regions": self.data.n_regions,
             "n_stores": self.data.n_stores,
             "sampler": self.settings,
             **dataclasses.asdict(self.report),
+            "converged": self.report.ok(),
             "ok": self.report.ok(),
             "ok_means": "no divergences, max r_hat <= 1.01, min bulk and tail ESS >= 400",
             "elasticity_lib_version": __version__,
@@ -146,18 +365,24 @@ def _interval_stats(draws: xr.DataArray, dim: str) -> pd.DataFrame:
     }, index=pd.Index(draws[dim].to_numpy(), name=dim))
 
 
-def elasticity_table(idata: xr.DataTree, data: ModelData) -> pd.DataFrame:
+def elasticity_table(idata: xr.DataTree, data: ModelData, report: ConvergenceReport | None = None) -> pd.DataFrame:
     """Posterior mean, sd and 94% HDI of the elasticity of each region, then of each store.
 
     Store rows appear only when the posterior has ``beta_store`` (the store-level model).
+    ``informed_by_own_prices`` is false for a group whose prices never vary;
+    ``converged`` is ``report.ok()`` (``report`` is computed from ``idata`` when not given).
     """
+    report = report if report is not None else convergence_report(idata)
     post = idata["posterior"].dataset
+    store_level = "beta_store" in post
+    informed = data.informed_by_own_prices(store_level)
     n_region = np.bincount(data.region_idx, minlength=data.n_regions)
     regions = _interval_stats(post["beta"], "region")
     out = regions.reset_index(drop=True).assign(level="region", region_id=data.coords["region"],
-                                                store_id=pd.NA, n_obs=n_region)
+                                                store_id=pd.NA, n_obs=n_region,
+                                                informed_by_own_prices=informed["region"])
     parts = [out]
-    if "beta_store" in post:
+    if store_level:
         stores = _interval_stats(post["beta_store"], "store")
         ids = data.table.drop_duplicates("region_store_id").set_index("region_store_id")
         labels = data.coords["store"]
@@ -166,32 +391,37 @@ def elasticity_table(idata: xr.DataTree, data: ModelData) -> pd.DataFrame:
             region_id=[data.coords["region"][r] for r in data.store_region_idx],
             store_id=ids.loc[labels, "store_id"].to_numpy(),
             n_obs=np.bincount(data.store_idx, minlength=data.n_stores),
+            informed_by_own_prices=informed["store"],
         ))
-    return pd.concat(parts, ignore_index=True)[TABLE_COLUMNS]
+    return pd.concat(parts, ignore_index=True).assign(converged=report.ok())[TABLE_COLUMNS]
 
 
-def fit_csv(path: str | os.PathLike, model: str = "multilevel", *, draws: int | None = None,
-            tune: int | None = None, chains: int | None = None, random_seed: int | None = None,
-            progressbar: bool = False) -> CsvFit:
+def fit_csv(path: str | os.PathLike, model: str = "multilevel", *, sep: str | None = None,
+            decimal: str | None = None, store_ids: str = "global", zero_sales: str = "error",
+            draws: int | None = None, tune: int | None = None, chains: int | None = None,
+            random_seed: int | None = None, progressbar: bool = False) -> CsvFit:
     """Validate a sales CSV, fit one of the book's models and tabulate its elasticities.
 
-    ``model`` is one of :data:`~elasticity_lib.models.MODEL_KINDS`; sampler settings left
-    at ``None`` take the book's defaults. A file that cannot be used raises
-    :class:`InputError` (a ``ValueError``) naming the problem, the column and the lines,
-    before anything is fitted.
+    ``model``, ``sep``, ``decimal``, ``store_ids`` and ``zero_sales`` are those of :func:`prepare_csv`;
+    sampler settings left at ``None`` take the book's defaults. A file that cannot be used
+    raises :class:`InputError` (a ``ValueError``) naming the problem, the column and the
+    lines, before anything is fitted.
     """
-    if model not in MODEL_KINDS:
-        raise ValueError(f"unknown model {model!r}; choose one of {list(MODEL_KINDS)}")
-    path = Path(path)
-    data = _prepare(read_sales_csv(path))
-    settings = {k: v for k, v in {"draws": draws, "tune": tune, "chains": chains,
-                                  "random_seed": random_seed}.items() if v is not None}
+    source, data = prepare_csv(path, model, sep=sep, decimal=decimal, store_ids=store_ids, zero_sales=zero_sales)
+    return _fit_prepared(Path(path), source, data, model, draws=draws, tune=tune, chains=chains,
+                         random_seed=random_seed, progressbar=progressbar)
+
+
+def _fit_prepared(path: Path, source: SalesFile, data: ModelData, model: str, *, progressbar: bool,
+                  **sampler) -> CsvFit:
+    settings = {k: v for k, v in sampler.items() if v is not None}
     built = build_model(model, data)
     idata = fit(built, progressbar=progressbar, **settings)
     chosen = sampling_settings(built, **settings)
     used = {k: chosen[k] for k in ("nuts_sampler", "draws", "tune", "chains", "target_accept", "random_seed")}
-    return CsvFit(path=path, model=model, data=data, idata=idata, table=elasticity_table(idata, data),
-                  report=convergence_report(idata), settings=used)
+    report = convergence_report(idata)
+    return CsvFit(path=path, model=model, data=data, idata=idata, table=elasticity_table(idata, data, report),
+                  report=report, settings=used, source=source)
 
 
 def _new_file_mode(target: Path) -> int:
@@ -259,15 +489,42 @@ def write_outputs(result: CsvFit, out: str | os.PathLike, report: str | os.PathL
     return out, report
 
 
+def _separator(text: str) -> str:
+    r"""``--sep``: one character; ``tab`` or ``\t`` for a tab."""
+    sep = "\t" if text in ("tab", "\\t") else text
+    try:
+        _check_format(sep, None)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return sep
+
+
 def _parser() -> argparse.ArgumentParser:
+    epilog = {"epilog": "exit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_STATUSES.items()),
+              "formatter_class": argparse.RawDescriptionHelpFormatter}
     parser = argparse.ArgumentParser(
         prog="python -m elasticity_lib",
         description="Fit Bayesian multilevel price elasticities to a sales CSV in the tidy schema.",
+        **epilog,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    fit_p = sub.add_parser("fit", help="validate a CSV, fit a model, write elasticities and a convergence report")
-    fit_p.add_argument("csv", type=Path, help="sales table: region_id, store_id, price, quantities, median_income")
-    fit_p.add_argument("--model", choices=MODEL_KINDS, default="multilevel", help="model kind (default: multilevel)")
+    # the input file and how to read it, shared by fit and validate
+    table_p = argparse.ArgumentParser(add_help=False)
+    table_p.add_argument("csv", type=Path, help="sales table: region_id, store_id, price, quantities, median_income")
+    table_p.add_argument("--model", choices=MODEL_KINDS, default="multilevel", help="model kind (default: multilevel)")
+    table_p.add_argument("--sep", type=_separator, default=None,
+                         help="column separator, e.g. ',' ';' or 'tab' (default: detected from the first lines)")
+    table_p.add_argument("--decimal", choices=DECIMALS, default=None,
+                         help="decimal mark of the numbers (default: detected from the first lines)")
+    table_p.add_argument("--store-ids", choices=STORE_IDS, default="global",
+                         help="'global' (default): a store_id names one store in the whole file, and an id "
+                              "in two regions is an error; 'per-region': stores are numbered within each "
+                              "region, and a store is the pair (region_id, store_id)")
+    table_p.add_argument("--zero-sales", choices=ZERO_SALES, default="error",
+                         help="rows whose quantities are 0: 'error' (default) or 'drop' them, reporting how many "
+                              "per store (negative quantities are always an error)")
+    fit_p = sub.add_parser("fit", parents=[table_p], **epilog,
+                           help="validate a CSV, fit a model, write elasticities and a convergence report")
     fit_p.add_argument("--out", type=Path, required=True, help="where to write the elasticity table (CSV)")
     fit_p.add_argument("--report", type=Path, default=None,
                        help="where to write the convergence report (JSON); default: next to --out, "
@@ -278,8 +535,8 @@ def _parser() -> argparse.ArgumentParser:
     fit_p.add_argument("--seed", type=int, default=None,
                        help="sampler seed (default: $ELASTICITY_SAMPLER_SEED, else 4242)")
     fit_p.add_argument("--no-progress", action="store_true", help="hide the sampler's progress bar")
-    val_p = sub.add_parser("validate", help="check a CSV against the tidy schema without fitting")
-    val_p.add_argument("csv", type=Path)
+    sub.add_parser("validate", parents=[table_p], **epilog,
+                   help="check a CSV against the tidy schema, and against what --model needs, without fitting")
     return parser
 
 
@@ -293,17 +550,55 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m elasticity_lib``; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    with _data_warnings_on_stderr():
+        return _run(parser, args)
+
+
+@contextlib.contextmanager
+def _data_warnings_on_stderr():
+    """Print warnings about the data as ``warning: ...`` lines on stderr as they come; others as usual."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", NoPriceVariationWarning)
+        show = warnings.showwarning
+
+        def show_data_warnings(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, NoPriceVariationWarning):
+                print(f"warning: {_one_line(message)}", file=sys.stderr)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show_data_warnings
+        yield
+
+
+def _dropped_zero_sales(data: ModelData, show: int = 5) -> str:
+    """One line: how many rows of zero sales were dropped, and from which stores."""
+    dropped = data.zero_sales_dropped
+    line = f"dropped {sum(dropped.values())} rows with zero sales (--zero-sales drop)"
+    if dropped:
+        per_store = [f"{label} {n}" for label, n in dropped.items()]
+        more = f", and {len(per_store) - show} more stores (all in the report)" if len(per_store) > show else ""
+        line += f"; rows per store: {', '.join(per_store[:show])}{more}"
+    return line
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
+        if args.command == "fit":
+            _positive(parser, draws=args.draws, tune=args.tune, chains=args.chains)
+            report = args.report if args.report is not None else report_path_for(args.out)
+            for target in (args.out, report):
+                _check_output(target)
+        source, data = prepare_csv(args.csv, args.model, sep=args.sep, decimal=args.decimal,
+                                   store_ids=args.store_ids, zero_sales=args.zero_sales)
+        print(f"read {args.csv}: {source.describe()}")
+        if data.zero_sales == "drop":
+            print(_dropped_zero_sales(data))
         if args.command == "validate":
-            data = _prepare(read_sales_csv(args.csv))
             print(f"{args.csv}: OK, {data.n_obs} rows, {data.n_regions} regions, {data.n_stores} stores")
             return EXIT_OK
-        _positive(parser, draws=args.draws, tune=args.tune, chains=args.chains)
-        report = args.report if args.report is not None else report_path_for(args.out)
-        for target in (args.out, report):
-            _check_output(target)
-        result = fit_csv(args.csv, args.model, draws=args.draws, tune=args.tune, chains=args.chains,
-                         random_seed=args.seed, progressbar=not args.no_progress)
+        result = _fit_prepared(args.csv, source, data, args.model, draws=args.draws, tune=args.tune,
+                               chains=args.chains, random_seed=args.seed, progressbar=not args.no_progress)
         out, report = write_outputs(result, args.out, report)
     except InputError as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
@@ -311,11 +606,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; existing outputs are unchanged", file=sys.stderr)
         return EXIT_INTERRUPTED
-    shown = result.table.loc[result.table["level"] == "region"].drop(columns=["level", "store_id"])
+    shown = result.table.loc[result.table["level"] == "region"].drop(
+        columns=["level", "store_id", "informed_by_own_prices", "converged"])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"wrote {out} ({len(result.table)} rows) and {report}")
     if not result.report.ok():
         print(f"warning: the sampler did not converge cleanly (divergences {result.report.divergences}, "
               f"max r_hat {result.report.max_rhat:.3f}, min ESS bulk {result.report.min_ess_bulk:.0f}); "
-              f"see {report}", file=sys.stderr)
+              f"the outputs are marked converged=false (exit status {EXIT_UNCONVERGED}); see {report}",
+              file=sys.stderr)
+        return EXIT_UNCONVERGED
     return EXIT_OK

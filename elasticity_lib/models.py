@@ -49,14 +49,17 @@ import xarray as xr
 from .likelihoods import group_information, marginal_group_loglik, normal_group_loglik, outer_marginal_correction
 from .prepare import STAT_FIELDS, GroupStats, ModelData
 
-__all__ = ["MODEL_KINDS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec", "build_model", "model_spec", "PRIORS",
-           "spec_attributes", "fitted_kind"]
+__all__ = ["MODEL_KINDS", "MIN_REGIONS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec", "build_model", "model_spec",
+           "PRIORS", "spec_attributes", "fitted_kind"]
 
 ModelKind = Literal["baseline", "multilevel", "correlated", "store_multilevel"]
 Likelihood = Literal["rows", "sufficient", "marginal"]
 
 MODEL_KINDS: tuple[str, ...] = ("baseline", "multilevel", "correlated", "store_multilevel")
 LIKELIHOODS: tuple[str, ...] = ("rows", "sufficient", "marginal")
+#: The fewest regions each model can be fitted to: the models that pool regions need two
+#: (see :meth:`~elasticity_lib.prepare.ModelData.require_enough_data`).
+MIN_REGIONS: dict[str, int] = {"baseline": 1, "multilevel": 2, "correlated": 2, "store_multilevel": 2}
 
 #: The fast form each model uses by default (chosen by ``benchmarks/inference.py``).
 DEFAULT_LIKELIHOOD: dict[str, str] = {

@@ -7,6 +7,7 @@ altered silently.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 
@@ -15,12 +16,38 @@ import pandas as pd
 
 from .entities import store_label
 
-__all__ = ["REQUIRED_COLUMNS", "GroupStats", "ModelData", "prepare_data", "require_columns", "validate_table"]
+__all__ = [
+    "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "NUMERIC_COLUMNS", "STORE_IDS", "ZERO_SALES", "PRICE_VARIATION_TOL",
+    "MIN_ROWS", "MIN_ROWS_PER_REGION", "NoPriceVariationWarning", "GroupStats", "ModelData", "check_option",
+    "prepare_data", "require_columns", "schema_column_names", "validate_table",
+]
 
-#: Columns a sales table must have; ``region_store_id``, ``time_step`` and ``item_id`` are optional.
+#: Columns a sales table must have.
 REQUIRED_COLUMNS = ["region_id", "store_id", "price", "quantities", "median_income"]
-_NUMERIC = ["price", "quantities", "median_income"]
+#: Columns the schema uses when present; any other column is allowed and ignored.
+OPTIONAL_COLUMNS = ["region_store_id", "time_step", "item_id", "log_price", "log_quantities"]
+#: How ``store_id`` identifies a store. ``"global"``: one id per store in the whole table,
+#: so an id found in two regions is an error. ``"per-region"``: stores are numbered within
+#: each region, and a store is the pair (``region_id``, ``store_id``).
+STORE_IDS = ("global", "per-region")
+#: What to do with rows whose ``quantities`` are 0 (the log-log models cannot use them):
+#: ``"error"`` rejects them, ``"drop"`` drops them and counts them per store. Negative
+#: quantities are an error either way.
+ZERO_SALES = ("error", "drop")
+#: Columns that must hold finite, strictly positive numbers.
+NUMERIC_COLUMNS = ["price", "quantities", "median_income"]
+#: A group's prices count as never varying when the root-mean-square deviation of its log
+#: prices from their mean is at most this, that is when its prices differ by less than
+#: about one part in a billion (``sqrt(cxx / n) <= tol``; a group of one row never varies).
+PRICE_VARIATION_TOL = 1e-9
+#: The least data a fit needs: rows in all, and rows in every region (a line through one
+#: point has no slope; with two points in all, no residual scale).
+MIN_ROWS, MIN_ROWS_PER_REGION = 3, 2
 _SHOW = 5
+
+
+class NoPriceVariationWarning(UserWarning):
+    """Some groups' prices never vary: their elasticities come from the prior and pooling alone."""
 
 
 def _py(value):
@@ -28,11 +55,56 @@ def _py(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _shown(items: list) -> str:
+    """The first few items, and how many there are when some are left out."""
+    shown = ", ".join(str(b) for b in items[:_SHOW])
+    more = f" (first {_SHOW} of {len(items)})" if len(items) > _SHOW else ""
+    return f"[{shown}]{more}"
+
+
 def _rows(index: pd.Index, mask: np.ndarray) -> str:
-    bad = list(index[np.asarray(mask)])
-    shown = ", ".join(str(b) for b in bad[:_SHOW])
-    more = f" (first {_SHOW} of {len(bad)})" if len(bad) > _SHOW else ""
-    return f"rows [{shown}]{more}"
+    return f"rows {_shown(list(index[np.asarray(mask)]))}"
+
+
+def check_option(name: str, value, choices) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``, naming the option and the choices."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}")
+
+
+def schema_column_names(names) -> dict:
+    """Which of ``names`` are schema columns, matched after trimming spaces and ignoring case.
+
+    Parameters
+    ----------
+    names : iterable
+        Column names as found, for example in a file's header.
+
+    Returns
+    -------
+    dict
+        ``{name: schema column}`` for every name that matches one of
+        :data:`REQUIRED_COLUMNS` or :data:`OPTIONAL_COLUMNS` (``" Price"`` -> ``"price"``),
+        including names that are spelled exactly so.
+
+    Raises
+    ------
+    ValueError
+        When two names match the same schema column, naming both.
+    """
+    schema = {c.lower(): c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
+    found: dict[str, list] = {}
+    for name in names:
+        column = schema.get(str(name).strip().lower())
+        if column is not None:
+            found.setdefault(column, []).append(name)
+    for column, matches in found.items():
+        if len(matches) > 1:
+            listed = ", ".join(repr(m) for m in matches[:-1]) + f" and {matches[-1]!r}"
+            raise ValueError(f"columns {listed} {'both' if len(matches) == 2 else 'all'} stand for column "
+                             f"{column!r} (names are matched after trimming spaces and ignoring case); "
+                             "remove or rename all but one")
+    return {matches[0]: column for column, matches in found.items()}
 
 
 def require_columns(df: pd.DataFrame, columns) -> None:
@@ -46,62 +118,70 @@ def require_columns(df: pd.DataFrame, columns) -> None:
         raise ValueError("the table has no rows")
 
 
-def validate_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Check a sales table against the tidy schema and return a clean, typed copy.
-
-    Raises ``ValueError`` naming the column and rows for: a missing column, an empty
-    table, non-numeric values, NaN or infinite values, non-positive prices, quantities or
-    incomes, a store that appears in two regions, a region whose income differs between
-    rows, and a ``region_store_id`` that disagrees with its region and store.
-    """
-    require_columns(df, REQUIRED_COLUMNS)
-    out = df.copy()
+def _check_ids(out: pd.DataFrame) -> None:
     for col in ["region_id", "store_id"]:
-        values = out[col].astype(object)
-        null = values.isna().to_numpy()
+        null = out[col].astype(object).isna().to_numpy()
         if null.any():
             raise ValueError(f"column '{col}' has missing ids in {_rows(out.index, null)}")
-    for col in _NUMERIC:
-        raw = out[col]
-        if pd.api.types.is_bool_dtype(raw):
-            raise ValueError(f"column '{col}' must be numeric, got booleans")
-        numeric = pd.to_numeric(raw, errors="coerce")
-        not_numeric = (numeric.isna() & raw.notna()).to_numpy()
-        if not_numeric.any():
-            example = raw[not_numeric].iloc[0]
-            raise ValueError(
-                f"column '{col}' has non-numeric values (e.g. {example!r}) in {_rows(out.index, not_numeric)}"
-            )
-        values = numeric.to_numpy(dtype=float)
-        nan = np.isnan(values)
-        if nan.any():
-            raise ValueError(f"column '{col}' has NaN (missing) values in {_rows(out.index, nan)}")
-        inf = np.isinf(values)
-        if inf.any():
-            raise ValueError(f"column '{col}' has infinite values in {_rows(out.index, inf)}")
+
+
+def _check_numeric(out: pd.DataFrame, col: str, zero_ok: bool = False) -> None:
+    """Turn ``col`` into finite, strictly positive floats in place (or non-negative ones with ``zero_ok``)."""
+    raw = out[col]
+    if pd.api.types.is_bool_dtype(raw):
+        raise ValueError(f"column '{col}' must be numeric, got booleans")
+    numeric = pd.to_numeric(raw, errors="coerce")
+    not_numeric = (numeric.isna() & raw.notna()).to_numpy()
+    if not_numeric.any():
+        example = raw[not_numeric].iloc[0]
+        raise ValueError(f"column '{col}' has non-numeric values (e.g. {example!r}) in {_rows(out.index, not_numeric)}")
+    values = numeric.to_numpy(dtype=float)
+    nan = np.isnan(values)
+    if nan.any():
+        raise ValueError(f"column '{col}' has NaN (missing) values in {_rows(out.index, nan)}")
+    inf = np.isinf(values)
+    if inf.any():
+        raise ValueError(f"column '{col}' has infinite values in {_rows(out.index, inf)}")
+    if zero_ok:
+        negative = values < 0
+        if negative.any():
+            raise ValueError(f"column '{col}' must not be negative; values < 0 in {_rows(out.index, negative)} "
+                             "(zero_sales='drop' drops only rows with zero quantities)")
+    else:
         nonpos = values <= 0
         if nonpos.any():
-            raise ValueError(
-                f"column '{col}' must be strictly positive; values <= 0 in {_rows(out.index, nonpos)}"
-            )
-        out[col] = values
+            hint = ""
+            if col == "quantities" and (values == 0).any():
+                hint = ("; rows with zero sales can be dropped with zero_sales='drop' (command line: "
+                        "--zero-sales drop)" + (", negative quantities cannot" if (values < 0).any() else ""))
+            raise ValueError(f"column '{col}' must be strictly positive; values <= 0 in "
+                             f"{_rows(out.index, nonpos)}{hint}")
+    out[col] = values
 
+
+def _check_store_regions(out: pd.DataFrame) -> None:
+    """With global store ids, each store id belongs to one region."""
     regions_per_store = out.groupby("store_id", observed=True, sort=False)["region_id"].nunique()
     shared = regions_per_store[regions_per_store > 1]
-    if len(shared):
-        store = shared.index[0]
-        mask = (out["store_id"] == store).to_numpy()
-        region_of_rows = out.loc[mask, "region_id"]
-        regions = [_py(r) for r in pd.unique(region_of_rows)]
-        # the rows to show are those outside the store's most common region
-        main_region = region_of_rows.value_counts().index[0]
-        stray = mask.copy()
-        stray[mask] = (region_of_rows != main_region).to_numpy()
-        raise ValueError(
-            f"column 'store_id': store {_py(store)!r} appears in more than one region {regions}; "
-            f"most of its rows are in region {_py(main_region)!r}, the others are {_rows(out.index, stray)}; "
-            "a store must belong to exactly one region"
-        )
+    if not len(shared):
+        return
+    store = shared.index[0]
+    mask = (out["store_id"] == store).to_numpy()
+    region_of_rows = out.loc[mask, "region_id"]
+    regions = [_py(r) for r in pd.unique(region_of_rows)]
+    # the rows to show are those outside the store's most common region
+    main_region = region_of_rows.value_counts().index[0]
+    stray = mask.copy()
+    stray[mask] = (region_of_rows != main_region).to_numpy()
+    raise ValueError(
+        f"column 'store_id': store {_py(store)!r} appears in more than one region {regions}; "
+        f"most of its rows are in region {_py(main_region)!r}, the others are {_rows(out.index, stray)}; "
+        "a store must belong to exactly one region. If the table numbers stores within each region, "
+        "pass store_ids='per-region' (command line: --store-ids per-region)"
+    )
+
+
+def _check_income(out: pd.DataFrame) -> None:
     incomes = out.groupby("region_id", observed=True, sort=False)["median_income"].nunique()
     varying = incomes[incomes > 1]
     if len(varying):
@@ -112,6 +192,10 @@ def validate_table(df: pd.DataFrame) -> pd.DataFrame:
             f"column 'median_income' differs within region {_py(region)!r} (values {values}) in "
             f"{_rows(out.index, mask)}; a region has one median income"
         )
+
+
+def _add_store_labels(out: pd.DataFrame) -> None:
+    """Set ``region_store_id`` to each row's store label, checking a given one."""
     labels = np.array(
         [store_label(r, s) for r, s in zip(out["region_id"].astype(object), out["store_id"].astype(object))],
         dtype=object,
@@ -125,6 +209,30 @@ def validate_table(df: pd.DataFrame) -> pd.DataFrame:
                 f"{_rows(out.index, wrong)} (e.g. {given[wrong][0]!r} for {labels[wrong][0]!r})"
             )
     out["region_store_id"] = labels
+
+
+def _check_repeated_steps(out: pd.DataFrame) -> None:
+    """A store has at most one row per time step (per item, when the table has ``item_id``)."""
+    if "time_step" not in out.columns:
+        return
+    key = ["region_store_id", "time_step"] + (["item_id"] if "item_id" in out.columns else [])
+    group = out.groupby(key, sort=False, dropna=False, observed=True).ngroup().to_numpy()
+    repeated = out.duplicated(subset=key, keep=False).to_numpy()
+    if not repeated.any():
+        return
+    mask = group == group[repeated][0]
+    row = out.loc[mask].iloc[0]
+    item = f" (item {_py(row['item_id'])!r})" if "item_id" in key else ""
+    n_keys = len(np.unique(group[repeated]))
+    more = f"; {n_keys} (store, time step) pairs are repeated in all" if n_keys > 1 else ""
+    raise ValueError(
+        f"column 'time_step': store {_py(row['store_id'])!r} of region {_py(row['region_id'])!r}{item} has "
+        f"{int(mask.sum())} rows for time step {_py(row['time_step'])!r}, {_rows(out.index, mask)}{more}; "
+        "a store has one row per time step: remove or merge the repeated rows"
+    )
+
+
+def _add_logs(out: pd.DataFrame) -> None:
     for log_col, col in (("log_price", "price"), ("log_quantities", "quantities")):
         logged = np.log(out[col].to_numpy())
         if log_col in out.columns:
@@ -136,7 +244,60 @@ def validate_table(df: pd.DataFrame) -> pd.DataFrame:
                     f"Drop the column to have it computed."
                 )
         out[log_col] = logged
-    return out
+
+
+def _validated(df: pd.DataFrame, store_ids: str, zero_sales: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The checked table, and with ``zero_sales="drop"`` the rows dropped per store label."""
+    check_option("store_ids", store_ids, STORE_IDS)
+    check_option("zero_sales", zero_sales, ZERO_SALES)
+    require_columns(df, REQUIRED_COLUMNS)
+    out = df.copy()
+    _check_ids(out)
+    for col in NUMERIC_COLUMNS:
+        _check_numeric(out, col, zero_ok=col == "quantities" and zero_sales == "drop")
+    if store_ids == "global":
+        _check_store_regions(out)
+    _check_income(out)
+    _add_store_labels(out)
+    _check_repeated_steps(out)
+    zero = (out["quantities"] == 0).to_numpy()
+    dropped = {label: int(n) for label, n in out[zero].groupby("region_store_id", sort=False).size().items()}
+    if zero.all():
+        raise ValueError(f"column 'quantities': every row has zero sales ({len(out)} rows); nothing is left to fit")
+    out = out[~zero]
+    _add_logs(out)
+    return out, dropped
+
+
+def validate_table(df: pd.DataFrame, *, store_ids: str = "global", zero_sales: str = "error") -> pd.DataFrame:
+    """Check a sales table against the tidy schema and return a clean, typed copy.
+
+    Raises ``ValueError`` naming the column and rows for: a missing column, an empty
+    table, non-numeric values, NaN or infinite values, non-positive prices, quantities or
+    incomes, a store that appears in two regions (with global store ids), a region whose
+    income differs between rows, a ``region_store_id`` that disagrees with its region
+    and store, and, when the table has a ``time_step`` column, a store with two rows for one
+    time step (of one item, when the table has ``item_id``).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The sales table; its index labels name the rows in error messages.
+    store_ids : {"global", "per-region"}
+        How ``store_id`` identifies a store (:data:`STORE_IDS`). ``"global"`` (default): an
+        id names one store in the whole table, and an id found in two regions is an error.
+        ``"per-region"``: stores are numbered within each region.
+    zero_sales : {"error", "drop"}
+        Rows whose ``quantities`` are 0 (:data:`ZERO_SALES`): an error (default), or left
+        out of the returned table (:func:`prepare_data` counts them per store).
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with the numeric columns as floats, and ``region_store_id``, ``log_price``
+        and ``log_quantities`` set.
+    """
+    return _validated(df, store_ids, zero_sales)[0]
 
 
 @dataclass(frozen=True)
@@ -172,6 +333,10 @@ class GroupStats:
 
         return cls(n=n, mx=mx, my=my, cxx=total(dx * dx), cxy=total(dx * dy), cyy=total(dy * dy))
 
+    def x_varies(self, tol: float = PRICE_VARIATION_TOL) -> np.ndarray:
+        """Whether each group's ``x`` varies: root-mean-square deviation above ``tol``."""
+        return self.cxx > self.n * tol**2
+
     def subset(self, index: np.ndarray) -> GroupStats:
         """Statistics of the selected groups only."""
         return GroupStats(*(getattr(self, f)[index] for f in STAT_FIELDS))
@@ -187,7 +352,10 @@ class ModelData:
 
     ``region_idx`` and ``store_idx`` map each row to its region and store; ``store_region_idx``
     maps each store to its region; ``income`` is each region's median income on the
-    original scale, in the order of ``coords["region"]``.
+    original scale, in the order of ``coords["region"]``. ``store_ids`` records how the
+    table's ``store_id`` was read (:data:`STORE_IDS`); ``zero_sales`` what was done with rows
+    of zero sales (:data:`ZERO_SALES`), and ``zero_sales_dropped`` how many rows were dropped
+    per store label, in order of appearance (empty unless ``zero_sales="drop"``).
     """
 
     table: pd.DataFrame
@@ -199,6 +367,9 @@ class ModelData:
     log_price: np.ndarray
     log_quantity: np.ndarray
     extra: dict = field(default_factory=dict)
+    store_ids: str = "global"
+    zero_sales: str = "error"
+    zero_sales_dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_obs(self) -> int:
@@ -230,10 +401,83 @@ class ModelData:
         """Sufficient statistics of each store's rows (computed once)."""
         return GroupStats.from_arrays(self.store_idx, self.log_price, self.log_quantity, self.n_stores)
 
+    def require_enough_data(self, min_regions: int = 1) -> None:
+        """Raise ``ValueError`` naming every shortfall when there is too little data to fit.
 
-def prepare_data(df: pd.DataFrame) -> ModelData:
-    """Validate a tidy sales table and derive integer codes, coords, covariates and logs."""
-    table = validate_table(df)
+        A fit needs at least :data:`MIN_ROWS` rows in all, :data:`MIN_ROWS_PER_REGION` rows
+        in every region and ``min_regions`` regions (2 for the models that pool regions,
+        :data:`~elasticity_lib.models.MIN_REGIONS`).
+        """
+        short = []
+        if self.n_obs < MIN_ROWS:
+            short.append(f"{self.n_obs} row{'s' if self.n_obs != 1 else ''} in all, at least {MIN_ROWS} are needed")
+        rows = self.region_stats.n.astype(int)
+        few = [f"{_py(r)!r} ({n} row{'s' if n != 1 else ''})" for r, n in zip(self.coords["region"], rows)
+               if n < MIN_ROWS_PER_REGION]
+        if few:
+            short.append(f"regions with fewer than {MIN_ROWS_PER_REGION} rows: {_shown(few)}")
+        if self.n_regions < min_regions:
+            short.append(f"{self.n_regions} region{'s' if self.n_regions != 1 else ''}, and a model that pools "
+                         f"regions needs at least {min_regions} (the baseline model does not pool)")
+        if short:
+            raise ValueError("too little data to fit: " + "; ".join(short))
+
+    def informed_by_own_prices(self, store_level: bool = False) -> dict[str, np.ndarray]:
+        """Which groups' own rows can inform their elasticity: those whose prices vary.
+
+        A group whose prices never vary (:data:`PRICE_VARIATION_TOL`) has an elasticity
+        that comes from the prior and from pooling with other groups alone.
+
+        Parameters
+        ----------
+        store_level : bool
+            ``False``: regions, as the region-level models see them (a region's prices vary
+            when its rows' prices do). ``True``: stores, and regions as the store-level model
+            sees them (store intercepts absorb the differences between stores, so a region
+            is informed only when the prices of one of its stores vary).
+
+        Returns
+        -------
+        dict
+            ``{"region": bool array}`` in the order of ``coords["region"]``, and with
+            ``store_level``, ``"store"``: a bool array in the order of ``coords["store"]``.
+        """
+        if not store_level:
+            return {"region": self.region_stats.x_varies()}
+        store = self.store_stats.x_varies()
+        region = np.bincount(self.store_region_idx, weights=store, minlength=self.n_regions) > 0
+        return {"region": region, "store": store}
+
+    def without_price_variation(self, store_level: bool = False) -> dict[str, list]:
+        """The groups whose prices never vary, by level: ``{"region": [...], "store": [...]}``.
+
+        Regions by id, stores by label; see :meth:`informed_by_own_prices`.
+        """
+        return {level: [_py(g) for g, ok in zip(self.coords[level], informed) if not ok]
+                for level, informed in self.informed_by_own_prices(store_level).items()}
+
+    def warn_without_price_variation(self, store_level: bool = False) -> dict[str, list]:
+        """Warn (:class:`NoPriceVariationWarning`) naming the groups whose prices never vary; return them."""
+        flat = self.without_price_variation(store_level)
+        named = [f"{level}s {_shown([repr(g) for g in groups])}" for level, groups in flat.items() if groups]
+        if named:
+            warnings.warn(
+                f"prices never vary within {' and '.join(named)}: the elasticities of these groups are not "
+                "informed by their own rows and come from the prior and from pooling with other groups alone",
+                NoPriceVariationWarning, stacklevel=2,
+            )
+        return flat
+
+
+def prepare_data(df: pd.DataFrame, *, store_ids: str = "global", zero_sales: str = "error") -> ModelData:
+    """Validate a tidy sales table and derive integer codes, coords, covariates and logs.
+
+    A store is identified by its label ``r-{region_id}_s-{store_id}``. ``store_ids`` and
+    ``zero_sales`` are those of :func:`validate_table`: ``store_ids="per-region"`` accepts
+    stores numbered within each region, and ``zero_sales="drop"`` drops rows of zero sales
+    and records how many per store in ``ModelData.zero_sales_dropped``.
+    """
+    table, dropped = _validated(df, store_ids, zero_sales)
     region_codes, regions = pd.factorize(table["region_id"].astype(object), sort=True)
     store_codes, stores = pd.factorize(table["region_store_id"], sort=False)
     # order stores by region, then by first appearance, so that coords read naturally
@@ -256,4 +500,7 @@ def prepare_data(df: pd.DataFrame) -> ModelData:
         income=income,
         log_price=table["log_price"].to_numpy(dtype=float),
         log_quantity=table["log_quantities"].to_numpy(dtype=float),
+        store_ids=store_ids,
+        zero_sales=zero_sales,
+        zero_sales_dropped=dropped,
     )

@@ -18,6 +18,8 @@ from elasticity_lib.simulation import SimulationConfig, simulate_market
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--draws", "300", "--tune", "300", "--chains", "2", "--no-progress"]
+# enough draws to pass the convergence gates (ESS >= 400) on the small market
+CONVERGING = ["--draws", "1000", "--tune", "1000", "--chains", "2", "--no-progress"]
 CONFIG = SimulationConfig(n_regions=3, stores_mu=3.0, min_stores=2, time_steps_mu=10.0,
                           store_elasticity_sd=0.1)
 
@@ -59,7 +61,7 @@ def temp_files(folder: Path) -> list[str]:
 
 def test_good_file_through_the_command_line(tmp_path, good_csv, market):
     out = tmp_path / "elasticities.csv"
-    proc = run_cli("fit", good_csv.name, "--model", "multilevel", "--out", out.name, *FAST, cwd=tmp_path)
+    proc = run_cli("fit", good_csv.name, "--model", "multilevel", "--out", out.name, *CONVERGING, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     result = pd.read_csv(out)
@@ -75,10 +77,13 @@ def test_good_file_through_the_command_line(tmp_path, good_csv, market):
     assert (gap < 4 * result["elasticity_sd"].to_numpy()).all()
     report = json.loads((tmp_path / "elasticities.convergence.json").read_text())
     assert report["model"] == "multilevel" and report["n_rows"] == len(pd.read_csv(good_csv))
-    assert report["sampler"]["draws"] == 300 and report["sampler"]["chains"] == 2
+    assert report["sampler"]["draws"] == 1000 and report["sampler"]["chains"] == 2
     assert report["sampler"]["nuts_sampler"] == "numpyro"  # nine regions: a small model
     assert report["divergences"] == 0
     assert set(report) >= {"max_rhat", "min_ess_bulk", "min_ess_tail", "ok"}
+    assert report["converged"] and report["ok"] and result["converged"].all()
+    assert report["input_format"] == {"separator": ",", "decimal": ".", "renamed_columns": {}}
+    assert report["groups_without_price_variation"] == {"region": []} and result["informed_by_own_prices"].all()
     assert temp_files(tmp_path) == []
     assert "wrote elasticities.csv" in proc.stdout
 
@@ -223,6 +228,20 @@ def bad_income_varies(tmp_path, df):
     return _write(tmp_path, df), ["'median_income'", f"region {region}", "7"]
 
 
+def bad_repeated_row(tmp_path, df):
+    # the same store and time step twice: the row at file line 5 pasted again after line 9
+    df = pd.concat([df.iloc[:8], df.iloc[[3]], df.iloc[8:]], ignore_index=True)
+    row = df.iloc[3]
+    return _write(tmp_path, df), ["'time_step'", f"store {row['store_id']} of region {row['region_id']}",
+                                  f"time step {row['time_step']}", "rows [5, 10]"]
+
+
+def bad_one_row(tmp_path, df):
+    return _write(tmp_path, df.head(1)), ["too little data to fit: 1 row in all, at least 3 are needed; regions with "
+                                          f"fewer than 2 rows: [{df['region_id'].iloc[0]} (1 row)]; 1 region, and a "
+                                          "model that pools regions needs at least 2"]
+
+
 def bad_empty_file(tmp_path, df):
     path = tmp_path / "bad.csv"
     path.write_bytes(b"")
@@ -274,7 +293,7 @@ def bad_directory(tmp_path, df):
 
 
 BAD_FILES = [bad_missing_column, bad_nan, bad_nonpositive_price, bad_non_numeric, bad_store_in_two_regions,
-             bad_income_varies, bad_empty_file, bad_header_only, bad_binary_file, bad_ragged_rows,
+             bad_income_varies, bad_repeated_row, bad_one_row, bad_empty_file, bad_header_only, bad_binary_file, bad_ragged_rows,
              bad_not_a_table, bad_blank_line, bad_missing_file, bad_directory]
 
 
@@ -344,7 +363,7 @@ def test_usage_errors_exit_with_status_2(argv, capsys):
 
 
 def test_read_sales_csv_numbers_rows_as_file_lines(good_csv):
-    df = read_sales_csv(good_csv)
+    df = read_sales_csv(good_csv).table
     assert df.index[0] == 2 and df.index[-1] == len(df) + 1
 
 
@@ -357,3 +376,264 @@ def test_input_error_is_a_value_error(tmp_path):
     with pytest.raises(ValueError):
         read_sales_csv(tmp_path / "missing.csv")
     assert issubclass(InputError, ValueError)
+
+
+# --------------------------------------------------------------------------- users' data as it comes
+
+
+@pytest.fixture
+def per_region_csv(tmp_path, table) -> Path:
+    """The small market with stores numbered 0, 1, ... within each region."""
+    df = table.drop(columns="region_store_id")
+    df["store_id"] = df.groupby("region_id")["store_id"].rank(method="dense").astype(int) - 1
+    path = tmp_path / "per_region.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_stores_numbered_per_region_are_rejected_by_default_naming_the_option(per_region_csv, capsys):
+    assert main(["validate", str(per_region_csv)]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "store 0 appears in more than one region" in err
+    assert "--store-ids per-region" in err
+
+
+def test_stores_numbered_per_region_are_accepted_with_the_option(per_region_csv, table, capsys):
+    assert main(["validate", str(per_region_csv), "--store-ids", "per-region"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert f"{len(table)} rows, {CONFIG.n_regions} regions, {table['region_store_id'].nunique()} stores" in out
+
+
+@pytest.mark.parametrize(("option", "choices"), [("store_ids", r"\['global', 'per-region'\]"),
+                                                ("zero_sales", r"\['error', 'drop'\]")])
+def test_fit_csv_rejects_an_unknown_table_option(good_csv, option, choices, monkeypatch):
+    monkeypatch.setattr(cli, "fit", lambda *a, **k: pytest.fail("fit called"))
+    with pytest.raises(ValueError, match=rf"unknown {option} 'local'; choose one of {choices}"):
+        fit_csv(good_csv, **{option: "local"})
+
+
+@pytest.mark.parametrize("option", ["--store-ids", "--zero-sales"])
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_unknown_table_option_on_the_command_line_is_a_usage_error(command, option, capsys):
+    argv = [command, "x.csv", option, "local"] + (["--out", "o.csv"] if command == "fit" else [])
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == cli.EXIT_USAGE
+    assert f"{option}: invalid choice: 'local'" in capsys.readouterr().err
+
+
+def _numbers(df: pd.DataFrame) -> np.ndarray:
+    return df[["price", "quantities", "median_income"]].to_numpy(dtype=float)
+
+
+@pytest.mark.parametrize(("sep", "decimal"), [(";", ","), (";", "."), ("\t", "."), ("\t", ","), (",", ".")])
+def test_separator_and_decimal_mark_are_detected(tmp_path, table, sep, decimal):
+    path = tmp_path / "export.csv"
+    table.to_csv(path, index=False, sep=sep, decimal=decimal)
+    read = read_sales_csv(path)
+    assert (read.sep, read.decimal, read.renamed) == (sep, decimal, {})
+    assert list(read.table.columns) == list(table.columns)
+    np.testing.assert_allclose(_numbers(read.table), _numbers(table), rtol=1e-15)
+    given = read_sales_csv(path, sep=sep, decimal=decimal)
+    pd.testing.assert_frame_equal(given.table, read.table)
+
+
+def test_the_format_read_is_printed(tmp_path, table, capsys):
+    path = tmp_path / "export.csv"
+    table.to_csv(path, index=False, sep=";", decimal=",")
+    assert main(["validate", str(path)]) == cli.EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"read {path}: separator ';', decimal ','"
+    assert out[1].startswith(f"{path}: OK, {len(table)} rows")
+
+
+def test_a_wrong_separator_names_the_likely_cause(tmp_path, table, capsys):
+    path = tmp_path / "export.csv"
+    table.to_csv(path, index=False, sep=";", decimal=",")
+    assert main(["validate", str(path), "--sep", ","]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    header = ";".join(table.columns)
+    assert err == (f"error: {path}: the header has one column named {header!r} when read with separator ',': "
+                   "the file may use another separator; pass it with --sep (Python: sep=)")
+
+
+def test_an_unknown_separator_is_not_guessed_but_can_be_given(tmp_path, table, capsys):
+    path = tmp_path / "pipes.csv"
+    table.to_csv(path, index=False, sep="|")
+    with pytest.raises(InputError, match=r"the header has one column named 'item_id\|price\|.*pass it with --sep"):
+        read_sales_csv(path)
+    assert main(["validate", str(path), "--sep", "|"]) == cli.EXIT_OK
+    assert f"read {path}: separator '|', decimal '.'" in capsys.readouterr().out
+
+
+def test_decimal_commas_read_with_a_decimal_point_name_the_option(tmp_path, table):
+    path = tmp_path / "export.csv"
+    table.to_csv(path, index=False, sep=";", decimal=",")
+    first = f"{table['price'].iloc[0]}".replace(".", ",")
+    with pytest.raises(InputError, match=rf"column 'price' has numbers with a decimal comma \(e.g. '{first}' on line 2\) "
+                                         r"but was read with decimal '.'; pass --decimal ',' \(Python: decimal=','\)"):
+        read_sales_csv(path, decimal=".")
+
+
+def test_tab_separator_on_the_command_line(tmp_path, table, capsys):
+    path = tmp_path / "export.tsv"
+    table.to_csv(path, index=False, sep="\t")
+    assert main(["validate", str(path), "--sep", "tab"]) == cli.EXIT_OK
+    assert f"read {path}: separator '\\t', decimal '.'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("sep", "decimal", "message"), [
+    (";;", None, r"sep must be one character such as ',', ';' or '\\t', got ';;'"),
+    ('"', None, r"sep must be one character"),
+    (",", ",", r"the separator and the decimal mark must differ, got ',' for both"),
+    (None, "'", r"unknown decimal \"'\"; choose one of \['.', ','\]"),
+])
+def test_bad_format_options_are_rejected(good_csv, sep, decimal, message):
+    with pytest.raises(ValueError, match=message):
+        read_sales_csv(good_csv, sep=sep, decimal=decimal)
+
+
+@pytest.mark.parametrize("argv", [["--sep", ";;"], ["--decimal", ";"]])
+def test_bad_format_options_on_the_command_line_are_usage_errors(good_csv, argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", str(good_csv), *argv])
+    assert exc.value.code == cli.EXIT_USAGE
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_header_names_with_spaces_or_capitals_are_matched_and_reported(tmp_path, table, capsys):
+    path = tmp_path / "messy.csv"
+    messy = table.rename(columns={"region_id": " region_id", "price": "Price", "time_step": "Time_Step "})
+    messy.assign(Notes="kept").to_csv(path, index=False)
+    read = read_sales_csv(path)
+    assert read.renamed == {" region_id": "region_id", "Price": "price", "Time_Step ": "time_step"}
+    assert list(read.table.columns) == list(table.columns) + ["Notes"]
+    assert main(["validate", str(path)]) == cli.EXIT_OK
+    # in the order of the file's columns
+    assert (f"read {path}: separator ',', decimal '.'; renamed columns: 'Price' -> 'price', "
+            "'Time_Step ' -> 'time_step', ' region_id' -> 'region_id'") in capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("second", ["PRICE ", "price"])
+def test_two_columns_that_stand_for_one_are_rejected_naming_both(tmp_path, table, second):
+    path = tmp_path / "twice.csv"
+    lines = table.head(3).to_csv(index=False).splitlines()
+    lines = [lines[0] + f",{second}"] + [line + ",1.0" for line in lines[1:]]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=rf"{path.name}: columns 'price' and '{second}' both stand for column "
+                                         r"'price' \(names are matched after trimming spaces and ignoring case\)"):
+        read_sales_csv(path)
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path, table):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + table.to_csv(index=False, sep=";", decimal=",").encode())
+    read = read_sales_csv(path)
+    assert list(read.table.columns) == list(table.columns) and read.renamed == {}
+
+
+@pytest.fixture
+def flat_region_csv(tmp_path, table) -> Path:
+    """The small market with every price of region 1 set to 1.25."""
+    df = table.copy()
+    df.loc[df["region_id"] == 1, "price"] = 1.25
+    path = tmp_path / "flat.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_prices_that_never_vary_are_warned_about_on_stderr(flat_region_csv, capsys):
+    assert main(["validate", str(flat_region_csv)]) == cli.EXIT_OK
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "warning: prices never vary within regions [1]: the elasticities of these groups are not informed by "
+        "their own rows and come from the prior and from pooling with other groups alone"]
+    assert "OK" in captured.out
+
+
+def test_prices_that_never_vary_name_the_stores_for_the_store_model(flat_region_csv, table, capsys):
+    assert main(["validate", str(flat_region_csv), "--model", "store_multilevel"]) == cli.EXIT_OK
+    stores = list(pd.unique(table.loc[table["region_id"] == 1, "region_store_id"]))  # in order of appearance
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: prices never vary within regions [1] and stores {stores}".replace('"', "'"))
+
+
+def test_store_model_marks_every_group_informed_when_prices_vary(store_fit):
+    assert store_fit.table["informed_by_own_prices"].all()
+    assert store_fit.report_dict()["groups_without_price_variation"] == {"region": [], "store": []}
+
+
+def test_too_little_data_for_a_pooled_model_but_enough_for_the_baseline(tmp_path, table, capsys):
+    path = tmp_path / "one_region.csv"
+    table[table["region_id"] == 0].to_csv(path, index=False)
+    assert main(["validate", str(path)]) == cli.EXIT_BAD_INPUT
+    assert capsys.readouterr().err.strip() == ("error: too little data to fit: 1 region, and a model that pools "
+                                               "regions needs at least 2 (the baseline model does not pool)")
+    assert main(["validate", str(path), "--model", "baseline"]) == cli.EXIT_OK
+
+
+def test_an_unconverged_fit_writes_marked_outputs_and_exits_3(tmp_path, flat_region_csv, capsys):
+    # one fit checks every mark on the outputs: convergence, price variation, dropped rows, format
+    path = tmp_path / "zeros_and_flat.csv"
+    df = pd.read_csv(flat_region_csv)
+    df.loc[[0, 1], "quantities"] = 0.0
+    df.to_csv(path, index=False, sep=";", decimal=",")
+    out = tmp_path / "el.csv"
+    # 20 draws per chain cannot reach an effective sample size of 400
+    status = main(["fit", str(path), "--out", str(out), "--draws", "20", "--tune", "20", "--chains", "2",
+                   "--no-progress", "--zero-sales", "drop"])
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert status == cli.EXIT_UNCONVERGED == 3
+    assert err[0].startswith("warning: prices never vary within regions [1]")
+    assert err[-1].startswith("warning: the sampler did not converge cleanly")
+    assert err[-1].endswith(f"the outputs are marked converged=false (exit status 3); see {report_path_for(out)}")
+    table = pd.read_csv(out)
+    assert list(table.columns) == cli.TABLE_COLUMNS
+    assert not table["converged"].any()
+    assert list(table.loc[~table["informed_by_own_prices"], "region_id"]) == [1]
+    report = json.loads(report_path_for(out).read_text())
+    assert report["converged"] is False and report["ok"] is False
+    assert report["groups_without_price_variation"] == {"region": [1]}
+    assert report["store_ids"] == "global"
+    label = df.loc[0, "region_store_id"]
+    assert report["zero_sales"] == "drop" and report["zero_sales_dropped"] == {label: 2}
+    assert report["n_rows"] == len(df) - 2
+    assert report["input_format"] == {"separator": ";", "decimal": ",", "renamed_columns": {}}
+    assert f"dropped 2 rows with zero sales (--zero-sales drop); rows per store: {label} 2" in captured.out
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["fit", "--help"], ["validate", "--help"]])
+def test_help_documents_every_exit_status(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for code, text in cli.EXIT_STATUSES.items():
+        assert f"{code:>3}  {text}" in out
+        assert f"{code}: " in cli.__doc__  # and the module's docstring
+
+
+def test_zero_sales_are_rejected_naming_the_option_or_dropped_and_reported(tmp_path, table, capsys):
+    path = tmp_path / "zeros.csv"
+    df = table.copy()
+    df.loc[[0, 1, 40], "quantities"] = 0.0
+    df.to_csv(path, index=False)
+    assert main(["validate", str(path)]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: column 'quantities' must be strictly positive; values <= 0 in rows [2, 3, 42]")
+    assert err.endswith("rows with zero sales can be dropped with zero_sales='drop' (command line: --zero-sales drop)")
+    assert main(["validate", str(path), "--zero-sales", "drop"]) == cli.EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    first, other = df.loc[0, "region_store_id"], df.loc[40, "region_store_id"]
+    assert out[1] == f"dropped 3 rows with zero sales (--zero-sales drop); rows per store: {first} 2, {other} 1"
+    assert out[2].startswith(f"{path}: OK, {len(df) - 3} rows")
+
+
+def test_dropped_zero_sales_are_listed_for_a_few_stores():
+    data = cli.prepare_data(pd.DataFrame({
+        "region_id": [1] * 14, "store_id": [s // 2 for s in range(14)], "price": [1.0, 2.0] * 7,
+        "quantities": [0.0, 1.0] * 7, "median_income": [3.0] * 14}), zero_sales="drop")
+    assert cli._dropped_zero_sales(data) == ("dropped 7 rows with zero sales (--zero-sales drop); rows per store: "
+                                             "r-1_s-0 1, r-1_s-1 1, r-1_s-2 1, r-1_s-3 1, r-1_s-4 1, "
+                                             "and 2 more stores (all in the report)")

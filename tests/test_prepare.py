@@ -64,6 +64,21 @@ BAD_TABLES = {
         lambda d: d.assign(region_store_id=["r-north_s-10", "r-north_s-10", "r-north_s-11", "r-south_s-20", "s-20", "r-east_s-30"]),
         r"column 'region_store_id' must equal 'r-\{region_id\}_s-\{store_id\}'; it disagrees in rows \[104\] \(e.g. 's-20' for 'r-south_s-20'\)",
     ),
+    "repeated time step": (
+        lambda d: d.assign(time_step=[1, 1, 1, 1, 2, 1]),
+        r"column 'time_step': store 10 of region 'north' has 2 rows for time step 1, rows \[100, 101\]; "
+        r"a store has one row per time step: remove or merge the repeated rows",
+    ),
+    "repeated time steps in two stores": (
+        lambda d: d.assign(time_step=[1, 1, 1, 2, 2, 1]),
+        r"store 10 of region 'north' has 2 rows for time step 1, rows \[100, 101\]; 2 \(store, time step\) pairs are "
+        r"repeated in all",
+    ),
+    "repeated time step of an item": (
+        lambda d: d.assign(time_step=[1, 2, 1, 1, 2, 1], item_id=[7, 7, 7, 7, 7, 7]).pipe(
+            lambda t: with_value(t, "time_step", [104], 1)),
+        r"store 20 of region 'south' \(item 7\) has 2 rows for time step 1, rows \[103, 104\]",
+    ),
     "missing region id": (lambda d: with_value(d, "region_id", [103], None), r"column 'region_id' has missing ids in rows \[103\]"),
     "missing store id": (lambda d: with_value(d, "store_id", [100, 102], np.nan), r"column 'store_id' has missing ids in rows \[100, 102\]"),
 }
@@ -222,3 +237,184 @@ def test_log_columns_that_disagree_with_price_are_rejected(small_table):
     bad.loc[bad.index[3], "log_price"] += 0.5
     with pytest.raises(ValueError, match=r"log_price.*log\(price\).*rows \[3\]"):
         validate_table(bad)
+
+
+# --------------------------------------------------------------------------- stores numbered per region
+
+
+def per_region_table() -> pd.DataFrame:
+    """Stores numbered 0, 1, ... within each region: store 0 of north is not store 0 of south."""
+    df = user_table()
+    df["store_id"] = [0, 0, 1, 0, 0, 0]
+    return df
+
+
+def test_store_ids_shared_between_regions_are_rejected_by_default_naming_the_option():
+    with pytest.raises(ValueError, match=r"store 0 appears in more than one region .*"
+                                         r"pass store_ids='per-region' \(command line: --store-ids per-region\)"):
+        prepare_data(per_region_table())
+
+
+def test_store_ids_per_region_identify_a_store_by_region_and_store():
+    data = prepare_data(per_region_table(), store_ids="per-region")
+    assert data.coords["store"] == ["r-east_s-0", "r-north_s-0", "r-north_s-1", "r-south_s-0"]
+    np.testing.assert_array_equal(data.store_idx, [1, 1, 2, 3, 3, 0])
+    np.testing.assert_array_equal(data.store_region_idx, [0, 1, 1, 2])
+    # the same table with global ids gives the same structure
+    glob = prepare_data(user_table())
+    np.testing.assert_array_equal(data.store_idx, glob.store_idx)
+    np.testing.assert_array_equal(data.store_region_idx, glob.store_region_idx)
+
+
+def test_store_ids_per_region_still_checks_everything_else():
+    bad = with_value(per_region_table(), "price", [102], 0.0)
+    with pytest.raises(ValueError, match=r"column 'price' must be strictly positive; values <= 0 in rows \[102\]"):
+        validate_table(bad, store_ids="per-region")
+
+
+@pytest.mark.parametrize("function", [validate_table, prepare_data])
+def test_unknown_store_ids_option_is_rejected(function):
+    with pytest.raises(ValueError, match=r"unknown store_ids 'regional'; choose one of \['global', 'per-region'\]"):
+        function(user_table(), store_ids="regional")
+
+
+def test_schema_column_names_match_after_trimming_and_ignoring_case():
+    from elasticity_lib.prepare import schema_column_names
+
+    names = [" Region_ID", "store_id", "PRICE", "Quantities ", "median_income", "Time_step", "notes"]
+    assert schema_column_names(names) == {" Region_ID": "region_id", "store_id": "store_id", "PRICE": "price",
+                                          "Quantities ": "quantities", "median_income": "median_income",
+                                          "Time_step": "time_step"}
+    with pytest.raises(ValueError, match=r"columns 'price', ' Price' and 'PRICE' all stand for column 'price'"):
+        schema_column_names(["price", " Price", "PRICE"])
+
+
+def test_time_steps_repeat_across_stores_items_and_per_region_numbering():
+    # every store has its own time steps 0, 1, ...: nothing is repeated
+    steps = user_table().assign(time_step=[0, 1, 0, 0, 1, 0])
+    assert len(validate_table(steps)) == 6
+    # two items of one store at one time step are two series, not a repeat
+    items = steps.assign(item_id=[1, 2, 1, 1, 1, 1], time_step=[0, 0, 0, 0, 1, 0])
+    assert len(validate_table(items)) == 6
+    # store 0 of north and store 0 of south are different stores when numbered per region
+    per_region = per_region_table().assign(time_step=[0, 1, 0, 0, 1, 0])
+    assert len(validate_table(per_region, store_ids="per-region")) == 6
+
+
+# --------------------------------------------------------------------------- prices that never vary
+
+
+def test_groups_whose_prices_never_vary_are_found_per_level():
+    # east has one row; store 11 of north has one row; the other stores' prices vary
+    data = prepare_data(user_table())
+    assert data.without_price_variation() == {"region": ["east"]}
+    assert data.without_price_variation(store_level=True) == {"region": ["east"], "store": ["r-east_s-30", "r-north_s-11"]}
+    informed = data.informed_by_own_prices(store_level=True)
+    np.testing.assert_array_equal(informed["region"], [False, True, True])
+    np.testing.assert_array_equal(informed["store"], [False, True, False, True])
+
+
+def test_a_region_whose_stores_each_keep_one_price_informs_only_the_region_level_models():
+    # north's two stores charge different prices, but each keeps its own: store intercepts absorb that
+    df = with_value(user_table(), "price", [101], 1.0)
+    data = prepare_data(df)
+    assert "north" not in data.without_price_variation()["region"]
+    assert data.without_price_variation(store_level=True) == {
+        "region": ["east", "north"], "store": ["r-east_s-30", "r-north_s-10", "r-north_s-11"]}
+
+
+@pytest.mark.parametrize(("relative_change", "varies"), [(1e-12, False), (1e-6, True)])
+def test_price_variation_has_a_small_relative_tolerance(relative_change, varies):
+    df = with_value(user_table(), "price", [104], 2.0 * (1 + relative_change))
+    df = with_value(df, "price", [103], 2.0)
+    assert ("south" not in prepare_data(df).without_price_variation()["region"]) is varies
+
+
+def test_groups_whose_prices_never_vary_are_warned_about_by_name():
+    from elasticity_lib.prepare import NoPriceVariationWarning
+
+    data = prepare_data(user_table())
+    with pytest.warns(NoPriceVariationWarning, match=r"^prices never vary within regions \['east'\] and stores "
+                                                     r"\['r-east_s-30', 'r-north_s-11'\]: the elasticities of these "
+                                                     r"groups are not informed by their own rows"):
+        assert data.warn_without_price_variation(store_level=True)["store"] == ["r-east_s-30", "r-north_s-11"]
+
+
+def test_no_warning_when_every_price_varies(small_data):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert small_data.warn_without_price_variation(store_level=True) == {"region": [], "store": []}
+
+
+# --------------------------------------------------------------------------- too little data
+
+
+def test_too_little_data_names_every_shortfall():
+    one = prepare_data(user_table().iloc[[0]])
+    with pytest.raises(ValueError, match=r"^too little data to fit: 1 row in all, at least 3 are needed; regions with "
+                                         r"fewer than 2 rows: \['north' \(1 row\)\]; 1 region, and a model that pools "
+                                         r"regions needs at least 2 \(the baseline model does not pool\)$"):
+        one.require_enough_data(min_regions=2)
+    data = prepare_data(user_table())  # east has one row
+    with pytest.raises(ValueError, match=r"^too little data to fit: regions with fewer than 2 rows: \['east' \(1 row\)\]$"):
+        data.require_enough_data()
+
+
+def test_enough_data_passes():
+    data = prepare_data(user_table().iloc[:5])  # north 3 rows, south 2
+    data.require_enough_data(min_regions=2)
+    north = prepare_data(user_table().iloc[:3])
+    north.require_enough_data(min_regions=1)
+    with pytest.raises(ValueError, match=r"^too little data to fit: 1 region, and"):
+        north.require_enough_data(min_regions=2)
+
+
+# --------------------------------------------------------------------------- zero sales
+
+
+def test_zero_sales_are_rejected_naming_the_remedy():
+    with pytest.raises(ValueError, match=r"column 'quantities' must be strictly positive; values <= 0 in rows \[104\]; "
+                                         r"rows with zero sales can be dropped with zero_sales='drop' "
+                                         r"\(command line: --zero-sales drop\)$"):
+        prepare_data(with_value(user_table(), "quantities", [104], 0.0))
+    both = with_value(with_value(user_table(), "quantities", [104], 0.0), "quantities", [100], -1.0)
+    with pytest.raises(ValueError, match=r"values <= 0 in rows \[100, 104\]; rows with zero sales can be dropped .*"
+                                         r"--zero-sales drop\), negative quantities cannot$"):
+        prepare_data(both)
+
+
+def test_zero_sales_can_be_dropped_and_are_counted_per_store():
+    df = with_value(user_table(), "quantities", [100, 101, 104], 0.0)
+    data = prepare_data(df, zero_sales="drop")
+    assert data.zero_sales == "drop"
+    assert data.zero_sales_dropped == {"r-north_s-10": 2, "r-south_s-20": 1}
+    assert list(data.table.index) == [102, 103, 105]
+    assert data.coords["store"] == ["r-east_s-30", "r-north_s-11", "r-south_s-20"]
+    np.testing.assert_allclose(data.log_quantity, np.log([6.0, 2.0, 3.0]))
+    assert list(validate_table(df, zero_sales="drop").index) == [102, 103, 105]
+
+
+def test_dropping_zero_sales_changes_nothing_without_them():
+    kept = prepare_data(user_table(), zero_sales="drop")
+    assert kept.zero_sales_dropped == {} and kept.n_obs == 6
+    assert prepare_data(user_table()).zero_sales_dropped == {}
+
+
+@pytest.mark.parametrize(("breaker", "pattern"), [
+    (lambda d: with_value(d, "quantities", [100, 105], -2.0),
+     r"column 'quantities' must not be negative; values < 0 in rows \[100, 105\] \(zero_sales='drop' drops only "
+     r"rows with zero quantities\)"),
+    (lambda d: with_value(d, "price", [103], 0.0), r"column 'price' must be strictly positive; values <= 0 in rows \[103\]$"),
+    (lambda d: d.assign(quantities=0.0), r"column 'quantities': every row has zero sales \(6 rows\); nothing is left to fit"),
+], ids=["negative quantities", "zero price", "all zero"])
+def test_dropping_zero_sales_keeps_every_other_rule(breaker, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        prepare_data(breaker(user_table()), zero_sales="drop")
+
+
+@pytest.mark.parametrize("function", [validate_table, prepare_data])
+def test_unknown_zero_sales_option_is_rejected(function):
+    with pytest.raises(ValueError, match=r"unknown zero_sales 'skip'; choose one of \['error', 'drop'\]"):
+        function(user_table(), zero_sales="skip")
