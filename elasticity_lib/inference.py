@@ -14,7 +14,7 @@ import pytensor
 import xarray as xr
 
 from .likelihoods import conditional_effects, group_information, outer_conditional
-from .models import ModelSpec, model_spec, region_cholesky, spec_attributes
+from .models import ModelSpec, model_spec, region_cholesky, spec_attributes, to_original_covariance
 from .prepare import GroupStats
 from .reproducibility import sampler_seed
 
@@ -188,7 +188,7 @@ def _conditional_draws(rng, stats: GroupStats, m_a, m_b, s11, s12, s22, sigma):
     return a, b
 
 
-def _nested_draws(rng, data, m_a, m_b, s11, s22, t11, t22, sigma):
+def _nested_draws(rng, data, m_a, m_b, s11, s12, s22, t11, t12, t22, sigma):
     """Exact draws of region effects, then of store effects, for the two-level marginal model.
 
     Per posterior draw: the regions' (intercept, slope) from their conditional given the
@@ -212,9 +212,9 @@ def _nested_draws(rng, data, m_a, m_b, s11, s22, t11, t22, sigma):
     for c in range(n_chain):
         for start in range(0, n_draw, step):
             rows = slice(start, start + step)
-            t11_, t22_, sigma_ = (v[c, rows, None] for v in (t11, t22, sigma))
+            t11_, t12_, t22_, sigma_ = (v[c, rows, None] for v in (t11, t12, t22, sigma))
             info = group_information(stats, m_a[c, rows][:, region_of_store], m_b[c, rows][:, region_of_store],
-                                     t11_, 0.0, t22_, sigma_)
+                                     t11_, t12_, t22_, sigma_)
             sums = []
             for v in info:
                 # a trailing zero column makes every start a valid index, even for a region
@@ -223,10 +223,11 @@ def _nested_draws(rng, data, m_a, m_b, s11, s22, t11, t22, sigma):
                 v = np.broadcast_to(v, (t11_.shape[0], n_store))
                 padded[:, :n_store] = v if order is None else v[:, order]
                 sums.append(np.where(has_stores, np.add.reduceat(padded, starts, axis=1), 0.0))
-            moments = outer_conditional(m_a[c, rows], m_b[c, rows], *sums, s11[c, rows, None], 0.0, s22[c, rows, None])
+            moments = outer_conditional(m_a[c, rows], m_b[c, rows], *sums, s11[c, rows, None], s12[c, rows, None],
+                                        s22[c, rows, None])
             alpha, beta = _draw_gaussian_2d(rng, *np.broadcast_arrays(*moments))
             store_moments = conditional_effects(stats, alpha[:, region_of_store], beta[:, region_of_store],
-                                                t11_, 0.0, t22_, sigma_)
+                                                t11_, t12_, t22_, sigma_)
             alpha_s, beta_s = _draw_gaussian_2d(rng, *np.broadcast_arrays(*store_moments))
             for arr, value in zip(out, (alpha, beta, alpha_s, beta_s)):
                 arr[c, rows] = value
@@ -250,21 +251,25 @@ def add_group_effects(idata: xr.DataTree, model: pm.Model | ModelSpec, seed=None
     def values(name: str, *dims: str) -> np.ndarray:
         return np.asarray(post[name].transpose("chain", "draw", *dims).values, dtype=float)
 
+    x_c = spec.log_price_center
     if spec.kind in ("multilevel", "correlated"):
         m_a = values("alpha_mean", "region")
         m_b = values("beta_mean", "region")
         if spec.kind == "multilevel":
-            s11, s12, s22 = values("sigma_a") ** 2, 0.0, values("sigma_b") ** 2
+            s11, s12, s22 = values("sigma_a") ** 2, np.zeros_like(values("sigma_a")), values("sigma_b") ** 2
         else:
             l00, l10, l11 = (np.asarray(f.transpose("chain", "draw").values) for f in region_cholesky(post))
             s11, s12, s22 = l00**2, l00 * l10, l10**2 + l11**2
+        s11, s12, s22 = to_original_covariance(s11, s12, s22, x_c)
         a, b = _conditional_draws(rng, data.region_stats, m_a, m_b, s11, s12, s22, values("sigma"))
         new = {"alpha": (("chain", "draw", "region"), a), "beta": (("chain", "draw", "region"), b)}
     elif spec.kind == "store_multilevel":
+        zero = np.zeros_like(values("sigma_a"))
+        region_cov = to_original_covariance(values("sigma_a") ** 2, zero, values("sigma_b") ** 2, x_c)
+        store_cov = to_original_covariance(values("sigma_store_a") ** 2, zero, values("sigma_store_b") ** 2, x_c)
         a, b, a_s, b_s = _nested_draws(
-            rng, data, values("alpha_mean", "region"), values("beta_mean", "region"),
-            values("sigma_a") ** 2, values("sigma_b") ** 2, values("sigma_store_a") ** 2,
-            values("sigma_store_b") ** 2, values("sigma"))
+            rng, data, values("alpha_mean", "region"), values("beta_mean", "region"), *region_cov, *store_cov,
+            values("sigma"))
         new = {"alpha": (("chain", "draw", "region"), a), "beta": (("chain", "draw", "region"), b),
                "alpha_store": (("chain", "draw", "store"), a_s), "beta_store": (("chain", "draw", "store"), b_s)}
     else:

@@ -38,7 +38,7 @@ original scale (``a0 = a0_centred - a1 c ~ Normal(0, 0.5)`` independently of ``a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -47,7 +47,7 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from .likelihoods import group_information, marginal_group_loglik, normal_group_loglik, outer_marginal_correction
-from .prepare import STAT_FIELDS, GroupStats, ModelData
+from .prepare import STAT_FIELDS, Centring, GroupStats, ModelData
 
 __all__ = ["MODEL_KINDS", "MIN_REGIONS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec", "build_model", "model_spec",
            "PRIORS", "spec_attributes", "fitted_kind"]
@@ -69,20 +69,30 @@ DEFAULT_LIKELIHOOD: dict[str, str] = {
     "store_multilevel": "marginal",
 }
 
-#: Prior hyperparameters of the book (chapters 4-6, after the reference notebook), shared
-#: by all models that use them.
+#: Prior hyperparameters of the book, on the scale the models work on: log quantity and
+#: log price centred at their means, income centred at its mean and divided by its sd
+#: (:class:`~elasticity_lib.prepare.Centring`). So ``a0`` and ``b0`` are the population
+#: intercept and elasticity at the mean income and the mean log price, ``a1`` and ``b1``
+#: their change per standard deviation of income; scales of log-scale quantities need no
+#: rescaling. Chapter 5 shows how these map to the reference notebook's priors.
 PRIORS = {
+    "intercept_sd": 1.5,
     "baseline_sd": 1.5,
-    "a0_sd": 0.5,
-    "b0_sd": 0.5,
-    "a1_sd": 0.3,
-    "b1_sd": 0.3,
+    "a0_sd": 1.0,
+    "a1_sd": 1.0,
+    "b0_sd": 1.5,
+    "b1_sd": 1.0,
     "region_sd_rate": 20.0,
     "correlated_region_sd": 0.1,
     "lkj_eta": 2.0,
     "store_sd_rate": 10.0,
     "sigma_rate": 2.0,
 }
+
+#: The reference notebook's priors, on the original scale (raw income, intercepts at a
+#: price of 1): ``build_model(..., centre_income=False)`` uses them, to reproduce the
+#: reference set-up in benchmarks and in chapter 5's comparison.
+REFERENCE_PRIORS = {"baseline_sd": 1.5, "a0_sd": 0.5, "b0_sd": 0.5, "a1_sd": 0.3, "b1_sd": 0.3}
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,11 @@ class ModelSpec:
     likelihood: str
     data: ModelData
     centre_income: bool = True
+
+    @property
+    def log_price_center(self) -> float:
+        """The log price at which group deviations are defined (0 in the reference set-up)."""
+        return self.data.centring.log_price if self.centre_income else 0.0
 
 
 #: Prefix of the attributes that :func:`~elasticity_lib.inference.fit` writes on a result.
@@ -107,8 +122,10 @@ def spec_attributes(spec: ModelSpec) -> dict:
     instead of being told again. Values are strings, numbers and lists only, so the
     result still writes to netCDF or Zarr.
     """
+    k = spec.data.centring
     attrs = {"kind": spec.kind, "likelihood": spec.likelihood, "centre_income": int(spec.centre_income),
-             "income_center": spec.data.income_center, "n_obs": spec.data.n_obs,
+             "log_price_center": spec.log_price_center, "log_quantity_center": k.log_quantity,
+             "income_center": k.income, "income_scale": k.income_scale, "n_obs": spec.data.n_obs,
              "regions": [str(r) for r in spec.data.coords["region"]]}
     if spec.kind == "store_multilevel":
         attrs["stores"] = [str(s) for s in spec.data.coords["store"]]
@@ -125,6 +142,16 @@ def fitted_kind(result) -> str:
         raise ValueError("the result does not record its model kind (it was not made by elasticity_lib.fit); "
                          "pass kind= explicitly")
     return str(kind)
+
+
+def recorded(result, name: str):
+    """An attribute that :func:`~elasticity_lib.inference.fit` recorded on a result."""
+    attrs = dict(getattr(result, "attrs", {}))
+    if isinstance(result, xr.DataTree) and "posterior" in result.children:
+        attrs = {**result["posterior"].attrs, **attrs}
+    if SPEC_PREFIX + name not in attrs:
+        raise ValueError(f"the result does not record its model's {name} (it was not made by elasticity_lib.fit)")
+    return attrs[SPEC_PREFIX + name]
 
 
 def model_spec(model: pm.Model) -> ModelSpec:
@@ -172,31 +199,65 @@ def _weighted_sum(loglik, weights, dims: str, shared: bool):
     return (w * loglik).sum()
 
 
-def _income_lines(data: ModelData, dims: str = "region", centre: bool = True):
-    """Population intercept and slope lines in centred income; book parameters as deterministics.
+def _centring(data: ModelData, shared: bool = False, weights=None) -> tuple[Centring, Centring]:
+    """The centring constants as numbers, and as the model uses them.
 
-    ``centre=False`` samples ``a0`` and ``b0`` directly against raw income, as the
-    reference notebook did (same prior, same posterior, harder geometry): kept for the
-    benchmark of the reference set-up.
+    With ``shared`` the model holds them as scalar ``pm.Data`` (``centre_log_price``, ...),
+    so that a refit on other data can be centred on that data. ``weights`` centres on the
+    regions with a positive weight only.
     """
-    c = data.income_center
-    a1 = pm.Normal("a1", 0.0, PRIORS["a1_sd"])
-    b1 = pm.Normal("b1", 0.0, PRIORS["b1_sd"])
+    k = data.centring if weights is None else Centring.of(data.region_stats, data.income, weights)
+    if not shared:
+        return k, k
+    return k, Centring(*(pm.Data(f"centre_{f.name}", getattr(k, f.name)) for f in fields(Centring)))
+
+
+def to_original_covariance(s11, s12, s22, log_price_center):
+    """Covariance of (intercept at log price 0, slope) from that of (intercept at the centre, slope).
+
+    A group's intercept at log price 0 is ``alpha_c - x̄ beta``: a linear map with matrix
+    ``[[1, -x̄], [0, 1]]``, so the covariance becomes ``T S T'``.
+    """
+    x = log_price_center
+    return s11 - 2 * x * s12 + x**2 * s22, s12 - x * s22, s22
+
+
+def _income_lines(data: ModelData, dims: str = "region", centre: bool = True,
+                  centring: tuple[Centring, Centring] | None = None):
+    """Population lines of the intercept and the elasticity in income, on the original scale.
+
+    Returns ``(alpha_mean, beta_mean, x̄)``: the region means of the intercept (at log
+    price 0, log quantity in the data's units) and of the elasticity, and the log price
+    at which the region deviations are defined. The sampler works on the centred scale
+    (:data:`PRIORS`); ``a0, a1, b0, b1`` are reported on the original scale (income in
+    its own units, intercept at log price 0) as deterministics.
+
+    ``centre=False`` is the reference set-up: ``a0, a1, b0, b1`` sampled directly on raw
+    income with the reference's priors (:data:`REFERENCE_PRIORS`), deviations at log
+    price 0.
+    """
     if not centre:
-        a0 = pm.Normal("a0", 0.0, PRIORS["a0_sd"])
-        b0 = pm.Normal("b0", 0.0, PRIORS["b0_sd"])
+        a1 = pm.Normal("a1", 0.0, REFERENCE_PRIORS["a1_sd"])
+        b1 = pm.Normal("b1", 0.0, REFERENCE_PRIORS["b1_sd"])
+        a0 = pm.Normal("a0", 0.0, REFERENCE_PRIORS["a0_sd"])
+        b0 = pm.Normal("b0", 0.0, REFERENCE_PRIORS["b0_sd"])
         income = pm.Data("income", data.income, dims=dims)
         m_alpha = pm.Deterministic("alpha_mean", a0 + a1 * income, dims=dims)
         m_beta = pm.Deterministic("beta_mean", b0 + b1 * income, dims=dims)
-        return m_alpha, m_beta
-    a0_centred = pm.Normal("a0_centred", mu=c * a1, sigma=PRIORS["a0_sd"])
-    b0_centred = pm.Normal("b0_centred", mu=c * b1, sigma=PRIORS["b0_sd"])
-    pm.Deterministic("a0", a0_centred - c * a1)
-    pm.Deterministic("b0", b0_centred - c * b1)
-    income_c = pm.Data("income_centred", data.income - c, dims=dims)
-    m_alpha = pm.Deterministic("alpha_mean", a0_centred + a1 * income_c, dims=dims)
-    m_beta = pm.Deterministic("beta_mean", b0_centred + b1 * income_c, dims=dims)
-    return m_alpha, m_beta
+        return m_alpha, m_beta, 0.0
+    numbers, k = centring if centring is not None else _centring(data)
+    a0c = pm.Normal("a0_centred", 0.0, PRIORS["a0_sd"])
+    a1s = pm.Normal("a1_std", 0.0, PRIORS["a1_sd"])
+    b0c = pm.Normal("b0_centred", 0.0, PRIORS["b0_sd"])
+    b1s = pm.Normal("b1_std", 0.0, PRIORS["b1_sd"])
+    b1 = pm.Deterministic("b1", b1s / k.income_scale)
+    pm.Deterministic("b0", b0c - k.income * b1)
+    a1 = pm.Deterministic("a1", (a1s - k.log_price * b1s) / k.income_scale)
+    pm.Deterministic("a0", k.log_quantity + a0c - k.log_price * b0c - k.income * a1)
+    income_std = pm.Data("income_std", (data.income - numbers.income) / numbers.income_scale, dims=dims)
+    m_beta = pm.Deterministic("beta_mean", b0c + b1s * income_std, dims=dims)
+    m_alpha = pm.Deterministic("alpha_mean", k.log_quantity + a0c + a1s * income_std - k.log_price * m_beta, dims=dims)
+    return m_alpha, m_beta, k.log_price
 
 
 def _row_likelihood(data: ModelData, alpha, beta, sigma, group_idx: np.ndarray) -> None:
@@ -212,8 +273,13 @@ def _sufficient_likelihood(stats: GroupStats, alpha, beta, sigma) -> None:
 
 def _baseline(data: ModelData, likelihood: str, centre_income: bool = True, shared: bool = False,
               weights=None) -> None:
-    alpha = pm.Normal("alpha", 0.0, PRIORS["baseline_sd"], dims="region")
     beta = pm.Normal("beta", 0.0, PRIORS["baseline_sd"], dims="region")
+    if centre_income:
+        k = data.centring
+        alpha_c = pm.Normal("alpha_centred", 0.0, PRIORS["intercept_sd"], dims="region")
+        alpha = pm.Deterministic("alpha", k.log_quantity + alpha_c - k.log_price * beta, dims="region")
+    else:
+        alpha = pm.Normal("alpha", 0.0, REFERENCE_PRIORS["baseline_sd"], dims="region")
     sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
     if likelihood == "rows":
         _row_likelihood(data, alpha, beta, sigma, data.region_idx)
@@ -225,19 +291,21 @@ def _baseline(data: ModelData, likelihood: str, centre_income: bool = True, shar
 
 def _multilevel(data: ModelData, likelihood: str, centre_income: bool = True, shared: bool = False,
                 weights=None) -> None:
-    m_alpha, m_beta = _income_lines(data, centre=centre_income)
+    centring = _centring(data, shared, weights) if centre_income else None
+    m_alpha, m_beta, x_c = _income_lines(data, centre=centre_income, centring=centring)
     sigma_a = pm.Exponential("sigma_a", PRIORS["region_sd_rate"])
     sigma_b = pm.Exponential("sigma_b", PRIORS["region_sd_rate"])
     sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
     if likelihood == "marginal":
         stats = _group_stats(data.region_stats, "region", shared)
-        loglik = marginal_group_loglik(pt, stats, m_alpha, m_beta, sigma_a**2, 0.0, sigma_b**2, sigma)
+        s11, s12, s22 = to_original_covariance(sigma_a**2, 0.0, sigma_b**2, x_c)
+        loglik = marginal_group_loglik(pt, stats, m_alpha, m_beta, s11, s12, s22, sigma)
         pm.Potential("loglik", _weighted_sum(loglik, weights, "region", shared))
         return
     z_a = pm.Normal("z_a", 0.0, 1.0, dims="region")
     z_b = pm.Normal("z_b", 0.0, 1.0, dims="region")
-    alpha = pm.Deterministic("alpha", m_alpha + sigma_a * z_a, dims="region")
     beta = pm.Deterministic("beta", m_beta + sigma_b * z_b, dims="region")
+    alpha = pm.Deterministic("alpha", m_alpha + sigma_a * z_a - x_c * sigma_b * z_b, dims="region")
     if likelihood == "rows":
         _row_likelihood(data, alpha, beta, sigma, data.region_idx)
     else:
@@ -246,7 +314,7 @@ def _multilevel(data: ModelData, likelihood: str, centre_income: bool = True, sh
 
 def _correlated(data: ModelData, likelihood: str, centre_income: bool = True, shared: bool = False,
                 weights=None) -> None:
-    m_alpha, m_beta = _income_lines(data, centre=centre_income)
+    m_alpha, m_beta, x_c = _income_lines(data, centre=centre_income)
     chol, corr, stds = pm.LKJCholeskyCov(
         "chol_region", n=2, eta=PRIORS["lkj_eta"],
         sd_dist=pm.HalfNormal.dist(PRIORS["correlated_region_sd"], shape=2), compute_corr=True,
@@ -258,12 +326,13 @@ def _correlated(data: ModelData, likelihood: str, centre_income: bool = True, sh
     if likelihood == "marginal":
         cov = chol @ chol.T
         stats = _as_tensor_stats(data.region_stats)
-        pm.Potential("loglik", marginal_group_loglik(pt, stats, m_alpha, m_beta, cov[0, 0], cov[0, 1], cov[1, 1], sigma).sum())
+        s11, s12, s22 = to_original_covariance(cov[0, 0], cov[0, 1], cov[1, 1], x_c)
+        pm.Potential("loglik", marginal_group_loglik(pt, stats, m_alpha, m_beta, s11, s12, s22, sigma).sum())
         return
     z = pm.Normal("z", 0.0, 1.0, dims=("region", "effect"))
     dev = z @ chol.T
-    alpha = pm.Deterministic("alpha", m_alpha + dev[:, 0], dims="region")
     beta = pm.Deterministic("beta", m_beta + dev[:, 1], dims="region")
+    alpha = pm.Deterministic("alpha", m_alpha + dev[:, 0] - x_c * dev[:, 1], dims="region")
     if likelihood == "rows":
         _row_likelihood(data, alpha, beta, sigma, data.region_idx)
     else:
@@ -272,7 +341,7 @@ def _correlated(data: ModelData, likelihood: str, centre_income: bool = True, sh
 
 def _store_multilevel(data: ModelData, likelihood: str, centre_income: bool = True, shared: bool = False,
                       weights=None) -> None:
-    m_alpha, m_beta = _income_lines(data, centre=centre_income)
+    m_alpha, m_beta, x_c = _income_lines(data, centre=centre_income)
     sigma_a = pm.Exponential("sigma_a", PRIORS["region_sd_rate"])
     sigma_b = pm.Exponential("sigma_b", PRIORS["region_sd_rate"])
     region_of_store = data.store_region_idx
@@ -285,24 +354,26 @@ def _store_multilevel(data: ModelData, likelihood: str, centre_income: bool = Tr
         sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
         stats = _as_tensor_stats(data.store_stats)
         m_a, m_b = m_alpha[region_of_store], m_beta[region_of_store]
-        t11, t22 = sigma_store_a**2, sigma_store_b**2
-        stores = marginal_group_loglik(pt, stats, m_a, m_b, t11, 0.0, t22, sigma)
-        info = group_information(stats, m_a, m_b, t11, 0.0, t22, sigma)
+        t11, t12, t22 = to_original_covariance(sigma_store_a**2, 0.0, sigma_store_b**2, x_c)
+        s11, s12, s22 = to_original_covariance(sigma_a**2, 0.0, sigma_b**2, x_c)
+        stores = marginal_group_loglik(pt, stats, m_a, m_b, t11, t12, t22, sigma)
+        info = group_information(stats, m_a, m_b, t11, t12, t22, sigma)
         per_region = [pt.inc_subtensor(pt.zeros(data.n_regions)[region_of_store], v) for v in info]
-        regions = outer_marginal_correction(pt, *per_region, sigma_a**2, 0.0, sigma_b**2)
+        regions = outer_marginal_correction(pt, *per_region, s11, s12, s22)
         pm.Potential("loglik", stores.sum() + regions.sum())
         return
     z_a = pm.Normal("z_a", 0.0, 1.0, dims="region")
     z_b = pm.Normal("z_b", 0.0, 1.0, dims="region")
-    alpha = pm.Deterministic("alpha", m_alpha + sigma_a * z_a, dims="region")
     beta = pm.Deterministic("beta", m_beta + sigma_b * z_b, dims="region")
+    alpha = pm.Deterministic("alpha", m_alpha + sigma_a * z_a - x_c * sigma_b * z_b, dims="region")
     sigma_store_a = pm.Exponential("sigma_store_a", PRIORS["store_sd_rate"])
     sigma_store_b = pm.Exponential("sigma_store_b", PRIORS["store_sd_rate"])
     sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
     zs_a = pm.Normal("z_store_a", 0.0, 1.0, dims="store")
     zs_b = pm.Normal("z_store_b", 0.0, 1.0, dims="store")
-    alpha_s = pm.Deterministic("alpha_store", alpha[region_of_store] + sigma_store_a * zs_a, dims="store")
     beta_s = pm.Deterministic("beta_store", beta[region_of_store] + sigma_store_b * zs_b, dims="store")
+    alpha_s = pm.Deterministic("alpha_store", alpha[region_of_store] + sigma_store_a * zs_a
+                               - x_c * sigma_store_b * zs_b, dims="store")
     if likelihood == "rows":
         _row_likelihood(data, alpha_s, beta_s, sigma, data.store_idx)
     else:

@@ -21,6 +21,7 @@ markets can be held out in turn in a few seconds.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -29,9 +30,9 @@ import xarray as xr
 
 from ._checks import check_probability, posterior_dataset
 from .inference import exact_numba_arithmetic
-from .models import build_model, fitted_kind, region_cholesky
+from .models import SPEC_PREFIX, build_model, fitted_kind, recorded, region_cholesky
 from .predictive import posterior_predictive_draws, row_effects
-from .prepare import STAT_FIELDS, ModelData, prepare_data
+from .prepare import STAT_FIELDS, Centring, ModelData, prepare_data
 from .reproducibility import sampler_seed
 
 __all__ = [
@@ -60,16 +61,19 @@ def _check_incomes(new_incomes: Mapping) -> tuple[list, np.ndarray]:
     return names, incomes
 
 
-def new_region_draws(idata, new_incomes: Mapping, *, kind: str | None = None, seed=None) -> xr.Dataset:
+def new_region_draws(idata, new_incomes: Mapping, *, kind: str | None = None, seed=None,
+                     log_price_center: float | None = None) -> xr.Dataset:
     """Posterior predictive draws of intercept and elasticity for regions never observed.
 
     ``new_incomes`` maps a name for each new region to its median income (original
     scale). Returns a Dataset with ``alpha`` and ``beta`` of dims ``(chain, draw,
     region)``, one fresh region deviation per posterior draw, plus ``income`` on the
     ``region`` dim. ``kind`` defaults to the kind recorded on the fit, ``seed`` to
-    ``sampler_seed("new_regions")``.
+    ``sampler_seed("new_regions")``, ``log_price_center`` (the log price at which the
+    model defines region deviations) to the one recorded on the fit.
     """
     kind = fitted_kind(idata) if kind is None else kind
+    x_c = float(recorded(idata, "log_price_center")) if log_price_center is None else float(log_price_center)
     seed = sampler_seed("new_regions") if seed is None else seed
     if kind not in PREDICTABLE_KINDS:
         raise ValueError(
@@ -94,7 +98,8 @@ def new_region_draws(idata, new_incomes: Mapping, *, kind: str | None = None, se
         dev_a, dev_b = l00 * z[0], l10 * z[0] + l11 * z[1]
     else:
         dev_a, dev_b = post["sigma_a"] * z[0], post["sigma_b"] * z[1]
-    out = xr.Dataset({"alpha": line_a + dev_a, "beta": line_b + dev_b})
+    # deviations are defined at the centre of log price; the intercept is reported at log price 0
+    out = xr.Dataset({"alpha": line_a + dev_a - x_c * dev_b, "beta": line_b + dev_b})
     return out.transpose(*_SAMPLE_DIMS, "region").assign_coords(income=inc)
 
 
@@ -122,7 +127,8 @@ def predict_regions(idata, new_incomes: Mapping | None = None, *, kind: str | No
         clash = [n for n in new_incomes if str(n) in fitted]
         if clash:
             raise ValueError(f"new region names {clash} are already fitted regions; pick other names")
-        new = new_region_draws(post, new_incomes, kind=kind, seed=seed).drop_vars("income")
+        x_c = float(recorded(idata, "log_price_center"))
+        new = new_region_draws(post, new_incomes, kind=kind, seed=seed, log_price_center=x_c).drop_vars("income")
         parts.append(new.assign_coords(observed=("region", np.zeros(new.sizes["region"], dtype=bool))))
     # one index of strings for fitted and new regions (a mixed index of ints and strings
     # cannot be selected from with a list of labels)
@@ -185,16 +191,15 @@ class HoldoutRefitter:
     data and region weights (``build_model(..., shared_data=True, group_weights=...)``)
     with nutpie (a few seconds);
     every later call swaps in new data with nutpie's ``with_data`` and only samples. Any
-    market with the same number of regions can be refitted. Income is centred at the
-    first market's mean income throughout; this reparametrisation leaves the posterior of
-    the book's parameters (a0, a1, b0, b1, the scales) unchanged.
+    market with the same number of regions can be refitted. Log price, log quantity and
+    income are centred on the market's own data without the held-out region (its rows and its income), exactly as
+    ``build_model`` centres the reduced table, so a refit is the fit without the region.
     """
 
     def __init__(self, draws: int = 1000, tune: int = 1000, chains: int = 4, target_accept: float = 0.9):
         self.sample_kwargs = dict(draws=draws, tune=tune, chains=chains, target_accept=target_accept)
         self._compiled = None
         self._n_regions: int | None = None
-        self._center: float | None = None
 
     def fit(self, data: ModelData, held_out, *, seed: int) -> xr.DataTree:
         """Posterior of the multilevel model given every region of ``data`` but ``held_out``."""
@@ -208,17 +213,23 @@ class HoldoutRefitter:
                 model = build_model("multilevel", data, "marginal", shared_data=True,
                                     group_weights=np.ones(data.n_regions))
                 self._compiled = nutpie.compile_pymc_model(model)
-            self._n_regions, self._center = data.n_regions, data.income_center
+            self._n_regions = data.n_regions
         if data.n_regions != self._n_regions:
             raise ValueError(
                 f"this refitter was compiled for {self._n_regions} regions; the data have {data.n_regions}"
             )
         weight = np.array([0.0 if r == held_out else 1.0 for r in regions])
+        k = Centring.of(data.region_stats, data.income, weight)
         updates = {f"stat_{f}": getattr(data.region_stats, f) for f in STAT_FIELDS}
-        updates.update(group_weight=weight, income_centred=data.income - self._center)
+        updates.update({f"centre_{f.name}": np.asarray(getattr(k, f.name)) for f in dataclasses.fields(Centring)})
+        updates.update(group_weight=weight, income_std=(data.income - k.income) / k.income_scale)
         compiled = self._compiled.with_data(**updates)
         with exact_numba_arithmetic():
-            return nutpie.sample(compiled, seed=int(seed), progress_bar=False, **self.sample_kwargs)
+            idata = nutpie.sample(compiled, seed=int(seed), progress_bar=False, **self.sample_kwargs)
+        # what was fitted, as fit() records it (the model kind and where deviations are defined)
+        idata.attrs.update({SPEC_PREFIX + "kind": "multilevel", SPEC_PREFIX + "log_price_center": k.log_price})
+        idata["posterior"].attrs.update(idata.attrs)
+        return idata
 
 
 def holdout_coverage(markets: Sequence, *, prob: float = 0.94, seed: int,

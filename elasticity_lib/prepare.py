@@ -18,7 +18,7 @@ from .entities import store_label
 
 __all__ = [
     "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "NUMERIC_COLUMNS", "STORE_IDS", "ZERO_SALES", "PRICE_VARIATION_TOL",
-    "MIN_ROWS", "MIN_ROWS_PER_REGION", "NoPriceVariationWarning", "GroupStats", "ModelData", "check_option",
+    "MIN_ROWS", "MIN_ROWS_PER_REGION", "NoPriceVariationWarning", "GroupStats", "Centring", "ModelData", "check_option",
     "prepare_data", "require_columns", "schema_column_names", "validate_table",
 ]
 
@@ -347,6 +347,41 @@ STAT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(GroupStats))
 
 
 @dataclass(frozen=True)
+class Centring:
+    """Where the models centre (and scale) their data, so that results do not depend on units.
+
+    Changing the unit of quantity or price adds a constant to log quantity or log price,
+    and changing the unit of income multiplies it. The models therefore work with
+    ``log q - log_quantity``, ``log p - log_price`` and ``(income - income) /
+    income_scale``: the same numbers whatever the units, so the same priors mean the
+    same thing on any data set, and the posterior of every unit-free quantity (the
+    elasticities above all) is the same. Results are reported on the original scale.
+    """
+
+    log_price: float
+    log_quantity: float
+    income: float
+    income_scale: float
+
+    @classmethod
+    def of(cls, stats: GroupStats, income: np.ndarray, weights: np.ndarray | None = None) -> Centring:
+        """Row means of log price and log quantity, mean and sd of the region incomes.
+
+        ``weights`` (one per region) restricts the constants to the regions with a
+        positive weight, so that a fit without some regions is centred on its own data.
+        An income scale of zero (every region has the same income) is replaced by 1.
+        """
+        keep = np.ones(len(income), dtype=bool) if weights is None else np.asarray(weights) > 0
+        n = stats.n[keep]
+        total = n.sum()
+        inc = np.asarray(income, dtype=float)[keep]
+        scale = float(inc.std())
+        return cls(log_price=float((n * stats.mx[keep]).sum() / total),
+                   log_quantity=float((n * stats.my[keep]).sum() / total),
+                   income=float(inc.mean()), income_scale=scale if scale > 0 else 1.0)
+
+
+@dataclass(frozen=True)
 class ModelData:
     """Model inputs derived from a validated sales table.
 
@@ -389,7 +424,12 @@ class ModelData:
     @property
     def income_center(self) -> float:
         """Mean region income: the models centre the covariate here."""
-        return float(self.income.mean())
+        return self.centring.income
+
+    @cached_property
+    def centring(self) -> Centring:
+        """Where the models centre log price, log quantity and income (see :class:`Centring`)."""
+        return Centring.of(self.region_stats, self.income)
 
     @cached_property
     def region_stats(self) -> GroupStats:

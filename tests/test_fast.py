@@ -92,28 +92,35 @@ def test_the_row_form_does_hold_arrays_per_row(short_and_long):
     assert any(short.n_obs in shape for shape in shapes)
 
 
-# --- centring income changes the coordinates, not the model ---------------------------
+# --- the reference set-up is a different prior, not a different likelihood -----------
 
 
 @pytest.mark.parametrize(("kind", "likelihood"), [("multilevel", "rows"), ("multilevel", "marginal"),
                                                   ("correlated", "sufficient"), ("store_multilevel", "marginal")])
-def test_centred_income_is_a_shear_of_the_raw_income_model(short_and_long, kind, likelihood):
-    # a0_centred = a0 + c a1 is a linear map with unit Jacobian: the two log-densities
-    # agree at corresponding points, so the posterior (and the priors of the book) are
-    # the same and only the sampler's coordinates differ.
+def test_reference_set_up_has_the_same_likelihood(short_and_long, kind, likelihood):
+    # centre_income=False samples a0, a1, b0, b1 on the original scale with the reference's
+    # priors; the book's models sample centred coordinates with their own priors. At
+    # corresponding points (same original-scale lines and deviations) the two
+    # log-densities differ only by their priors: the likelihoods agree.
     data = short_and_long[0]
-    c = data.income_center
     raw = build_model(kind, data, likelihood, centre_income=False)
-    centred = build_model(kind, data, likelihood)
-    assert "a0" in [v.name for v in raw.free_RVs] and "a0_centred" in [v.name for v in centred.free_RVs]
-    logp_raw, logp_centred = raw.compile_logp(**FAST), centred.compile_logp(**FAST)
-    rng = np.random.default_rng(4)
-    for _ in range(5):
-        point = {k: v + rng.normal(0.0, 0.7, np.shape(v)) for k, v in raw.initial_point().items()}
-        moved = {k: v for k, v in point.items() if k not in ("a0", "b0")}
-        moved["a0_centred"] = point["a0"] + c * point["a1"]
-        moved["b0_centred"] = point["b0"] + c * point["b1"]
-        assert logp_centred(moved) == pytest.approx(logp_raw(point), rel=1e-10)
+    ours = build_model(kind, data, likelihood)
+    assert "a0" in [v.name for v in raw.free_RVs] and "a0_centred" in [v.name for v in ours.free_RVs]
+    names = ["alpha_mean", "beta_mean"]
+    f_raw = raw.compile_fn(raw.replace_rvs_by_values([raw[n] for n in names]), inputs=raw.value_vars,
+                           on_unused_input="ignore", **FAST)
+    f_ours = ours.compile_fn(ours.replace_rvs_by_values([ours[n] for n in names]), inputs=ours.value_vars,
+                             on_unused_input="ignore", **FAST)
+    point = {k: v + 0.3 for k, v in ours.initial_point().items()}
+    m_alpha, m_beta = f_ours(point)
+    # the raw line through the same region means: least squares on the income (exact for 2 regions+)
+    design = np.column_stack([np.ones(data.n_regions), data.income])
+    (a0, a1), *_ = np.linalg.lstsq(design, m_alpha, rcond=None)
+    (b0, b1), *_ = np.linalg.lstsq(design, m_beta, rcond=None)
+    raw_point = {k: v for k, v in point.items() if k not in ("a0_centred", "a1_std", "b0_centred", "b1_std")}
+    raw_point.update(a0=np.asarray(a0), a1=np.asarray(a1), b0=np.asarray(b0), b1=np.asarray(b1))
+    np.testing.assert_allclose(f_raw(raw_point)[1], m_beta, rtol=1e-9)
+    np.testing.assert_allclose(f_raw(raw_point)[0], m_alpha, rtol=1e-9)
 
 
 def test_centre_income_must_be_a_bool(short_and_long):
@@ -183,8 +190,10 @@ def test_loo_from_post_hoc_likelihood_equals_pymc_on_the_row_model(two_fits):
     # The same draws on the row-level model: its free variables are the standardised
     # region deviations, which follow from the drawn effects.
     post = marginal["posterior"].to_dataset()
-    post["z_a"] = (post["alpha"] - post["alpha_mean"]) / post["sigma_a"]
+    # deviations are defined at the mean log price: alpha - alpha_mean = sigma_a z_a - x_c sigma_b z_b
+    x_c = data.centring.log_price
     post["z_b"] = (post["beta"] - post["beta_mean"]) / post["sigma_b"]
+    post["z_a"] = (post["alpha"] - post["alpha_mean"] + x_c * (post["beta"] - post["beta_mean"])) / post["sigma_a"]
     with build_model("multilevel", data, "rows"):
         pymc_ll = pm.compute_log_likelihood(xr.DataTree.from_dict({"posterior": post}),
                                             extend_inferencedata=False, progressbar=False)
@@ -201,6 +210,12 @@ def test_loo_from_post_hoc_likelihood_equals_pymc_on_the_row_model(two_fits):
 
 
 # --- the store-level model: stores and regions both integrated out --------------------
+
+
+def _at_log_price_zero(cov_centred, x_c):
+    """Covariance of (intercept at log price 0, slope) from that of (intercept at x_c, slope)."""
+    shear = np.array([[1.0, -x_c], [0.0, 1.0]])
+    return shear @ cov_centred @ shear.T
 
 
 def _nested_brute_force(data, m_alpha, m_beta, s_cov, t_cov, sigma):
@@ -249,8 +264,11 @@ def test_store_level_marginal_is_the_two_level_gaussian_integral(small_data):
     for _ in range(4):
         point = {k: v + rng.normal(0.0, 0.7, np.shape(v)) for k, v in model.initial_point().items()}
         v = dict(zip(names, fn(point)))
-        parts = _nested_brute_force(small_data, v["alpha_mean"], v["beta_mean"], np.diag([v["sigma_a"] ** 2, v["sigma_b"] ** 2]),
-                                    np.diag([v["sigma_store_a"] ** 2, v["sigma_store_b"] ** 2]), v["sigma"])
+        x_c = small_data.centring.log_price
+        parts = _nested_brute_force(small_data, v["alpha_mean"], v["beta_mean"],
+                                    _at_log_price_zero(np.diag([v["sigma_a"] ** 2, v["sigma_b"] ** 2]), x_c),
+                                    _at_log_price_zero(np.diag([v["sigma_store_a"] ** 2, v["sigma_store_b"] ** 2]), x_c),
+                                    v["sigma"])
         expected = sum(p[1] for p in parts)
         assert logp(point) == pytest.approx(prior_logp(point) + expected, rel=1e-8)
 
@@ -272,8 +290,11 @@ def test_store_level_effects_are_drawn_from_their_exact_conditional(small_data):
     post = add_group_effects(idata, model, seed=5)["posterior"]
     assert post["alpha_store"].dims == ("chain", "draw", "store") and post["beta"].dims == ("chain", "draw", "region")
     for c, p in enumerate(chains):
-        parts = _nested_brute_force(small_data, p["alpha_mean"], p["beta_mean"], np.diag([p["sigma_a"] ** 2, p["sigma_b"] ** 2]),
-                                    np.diag([p["sigma_store_a"] ** 2, p["sigma_store_b"] ** 2]), p["sigma"])
+        x_c = small_data.centring.log_price
+        parts = _nested_brute_force(small_data, p["alpha_mean"], p["beta_mean"],
+                                    _at_log_price_zero(np.diag([p["sigma_a"] ** 2, p["sigma_b"] ** 2]), x_c),
+                                    _at_log_price_zero(np.diag([p["sigma_store_a"] ** 2, p["sigma_store_b"] ** 2]), x_c),
+                                    p["sigma"])
         for r, (stores, _, mean, cov) in enumerate(parts):
             drawn = [post["alpha"].values[c, :, r], post["beta"].values[c, :, r]]
             for s in stores:

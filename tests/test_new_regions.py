@@ -15,15 +15,19 @@ from elasticity_lib.new_regions import (
     new_region_draws,
     predict_regions,
 )
-from elasticity_lib.prepare import prepare_data
+from elasticity_lib.prepare import Centring, prepare_data
 from elasticity_lib.simulation import SimulationConfig, simulate_market
 
 CHAINS, DRAWS = 2, 2000
 REGIONS = [0, 1, 2]
 
 
-def fake_posterior(kind: str, seed: int = 0):
-    """A posterior-shaped DataTree with spread-out draws (no sampling needed)."""
+def fake_posterior(kind: str, seed: int = 0, log_price_center: float = 0.0):
+    """A posterior-shaped DataTree with spread-out draws (no sampling needed).
+
+    It records, as ``fit`` does, the log price at which the model defines region
+    deviations (``elasticity_log_price_center``); the model kind is not recorded.
+    """
     rng = np.random.default_rng(seed)
     shape = (CHAINS, DRAWS)
     post = {
@@ -42,7 +46,10 @@ def fake_posterior(kind: str, seed: int = 0):
         post["sigma_a"] = np.abs(rng.normal(0.2, 0.03, shape))
         post["sigma_b"] = np.abs(rng.normal(0.4, 0.05, shape))
     dims = {"alpha": ["region"], "beta": ["region"], "chol_region": ["chol_region_dim_0"]}
-    return az.from_dict({"posterior": post}, dims=dims, coords={"region": REGIONS})
+    tree = az.from_dict({"posterior": post}, dims=dims, coords={"region": REGIONS})
+    tree.attrs["elasticity_log_price_center"] = log_price_center
+    tree["posterior"].attrs["elasticity_log_price_center"] = log_price_center
+    return tree
 
 
 def test_known_regions_are_exactly_their_posterior_draws():
@@ -120,6 +127,23 @@ def test_new_region_moments_match_the_mixture_formula(kind):
     assert pred.var() == pytest.approx(var, rel=0.06)
 
 
+def test_new_region_intercepts_carry_the_deviation_defined_at_the_centre_price():
+    """Deviations live at the mean log price x_c: alpha = line_a + d_a - x_c d_b at log price 0."""
+    income, x_c = 6.0, 0.4
+    idata = fake_posterior("multilevel", seed=6, log_price_center=x_c)
+    post = idata.posterior
+    pred = new_region_draws(idata, {"new": income}, kind="multilevel", seed=4)["alpha"].values.ravel()
+    line = (post["a0"] + post["a1"] * income).values.ravel()
+    dev_var = (post["sigma_a"] ** 2 + x_c**2 * post["sigma_b"] ** 2).values.ravel()
+    var = line.var() + dev_var.mean()
+    assert abs(pred.mean() - line.mean()) < 4 * np.sqrt(var / pred.size)
+    assert pred.var() == pytest.approx(var, rel=0.06)
+    # a fit that does not record x_c cannot be predicted from silently
+    del idata.attrs["elasticity_log_price_center"], idata["posterior"].attrs["elasticity_log_price_center"]
+    with pytest.raises(ValueError, match="log_price_center"):
+        new_region_draws(idata, {"new": income}, kind="multilevel", seed=4)
+
+
 def test_new_region_input_errors():
     idata = fake_posterior("multilevel")
     with pytest.raises(ValueError, match="baseline"):
@@ -183,25 +207,27 @@ def test_holdout_model_equals_the_multilevel_model_without_the_region(small_mark
     held = 2
     reduced = prepare_data(df[df["region_id"] != held])
     fast = build_model("multilevel", full, "marginal", shared_data=True, group_weights=np.ones(full.n_regions))
-    pm.set_data({"group_weight": np.array([r != held for r in full.coords["region"]], dtype=float)}, model=fast)
+    weight = np.array([r != held for r in full.coords["region"]], dtype=float)
+    k = Centring.of(full.region_stats, full.income, weight)
+    pm.set_data({"group_weight": weight, "income_std": (full.income - k.income) / k.income_scale,
+                 **{f"centre_{name}": getattr(k, name) for name in ("log_price", "log_quantity", "income", "income_scale")}},
+                model=fast)
     ref = build_model("multilevel", reduced, likelihood="marginal")
+    # both are centred on the data without the region, so the same free values give the same density
+    assert fast["centre_log_price"].get_value() == pytest.approx(reduced.centring.log_price)
     rng = np.random.default_rng(0)
     for _ in range(3):
-        a1, b1 = rng.normal(0.3, 0.1), rng.normal(-0.6, 0.1)
-        a0, b0 = rng.normal(1.0, 0.2), rng.normal(-0.1, 0.2)
-        common = {"a1": a1, "b1": b1, "sigma_a_log__": rng.normal(-3, 0.3),
-                  "sigma_b_log__": rng.normal(-3, 0.3), "sigma_log__": rng.normal(-1.2, 0.1)}
-        # the two models centre income at different means; a0, b0 on the income scale are the same
-        p_fast = {**common, "a0_centred": a0 + a1 * full.income_center, "b0_centred": b0 + b1 * full.income_center}
-        p_ref = {**common, "a0_centred": a0 + a1 * reduced.income_center, "b0_centred": b0 + b1 * reduced.income_center}
-        assert _logp_at(fast, p_fast) == pytest.approx(_logp_at(ref, p_ref), rel=1e-10)
+        point = {"a0_centred": rng.normal(0.0, 0.3), "a1_std": rng.normal(0.3, 0.1), "b0_centred": rng.normal(-3, 0.3),
+                 "b1_std": rng.normal(-1.0, 0.1), "sigma_a_log__": rng.normal(-3, 0.3),
+                 "sigma_b_log__": rng.normal(-3, 0.3), "sigma_log__": rng.normal(-1.2, 0.1)}
+        assert _logp_at(fast, point) == pytest.approx(_logp_at(ref, point), rel=1e-10)
 
 
 def test_holdout_model_with_all_regions_equals_build_model(small_market):
     data = prepare_data(small_market.to_dataframe())
     fast = build_model("multilevel", data, "marginal", shared_data=True, group_weights=np.ones(data.n_regions))
     ref = build_model("multilevel", data, likelihood="marginal")
-    point = {"a1": 0.25, "b1": -0.5, "a0_centred": 2.0, "b0_centred": -3.0,
+    point = {"a1_std": 0.25, "b1_std": -0.5, "a0_centred": 0.2, "b0_centred": -3.0,
              "sigma_a_log__": -2.5, "sigma_b_log__": -3.1, "sigma_log__": -1.1}
     assert _logp_at(fast, point) == pytest.approx(_logp_at(ref, point), rel=1e-12)
 

@@ -64,8 +64,10 @@ def test_store_model_marginal_likelihood_matches_scipy(data):
         for j in range(data.n_regions):
             x, y, store_pos, _ = _region_rows(data, j)
             same_store = store_pos[:, None] == store_pos[None, :]
-            cov = (sigma**2 * np.eye(len(y)) + same_store * (x @ np.diag([ta**2, tb**2]) @ x.T)
-                   + x @ np.diag([sa**2, sb**2]) @ x.T)
+            # deviations are defined at the mean log price; the design has the intercept at 0
+            shear = np.array([[1.0, -data.centring.log_price], [0.0, 1.0]])
+            cov = (sigma**2 * np.eye(len(y)) + same_store * (x @ shear @ np.diag([ta**2, tb**2]) @ shear.T @ x.T)
+                   + x @ shear @ np.diag([sa**2, sb**2]) @ shear.T @ x.T)
             expected += st.multivariate_normal(x @ np.array([m_a[j], m_b[j]]), cov).logpdf(y)
         assert float(loglik) == pytest.approx(expected, rel=1e-9)
 
@@ -90,7 +92,8 @@ def test_store_effects_drawn_from_their_exact_conditional(data):
         x, y, store_pos, stores = _region_rows(data, j)
         k = len(stores)
         # theta = (region effects, store 1 effects, ..., store k effects); u_s = r + d_s
-        S, T = np.diag([sa**2, sb**2]), np.diag([ta**2, tb**2])
+        shear = np.array([[1.0, -data.centring.log_price], [0.0, 1.0]])
+        S, T = shear @ np.diag([sa**2, sb**2]) @ shear.T, shear @ np.diag([ta**2, tb**2]) @ shear.T
         prior_cov = np.kron(np.ones((k + 1, k + 1)), S) + np.kron(np.diag([0.0] + [1.0] * k), T)
         prior_mean = np.tile([m_a[j], m_b[j]], k + 1)
         design = np.zeros((len(y), 2 * (k + 1)))
