@@ -74,7 +74,7 @@ def coverage_threshold(n: int, prob: float = 0.94, false_alarm: float = 1e-3) ->
 
     With independent intervals the number covered is Binomial(n, prob); for 9 regions at
     94%, ``k = 7`` for a false alarm of 2% (fewer than 7 happens 1.4% of the time) and
-    ``k = 5`` for the book's default of one in a thousand (fewer than 5: 0.006%).
+    ``k = 5`` for the book's default of one in a thousand (fewer than 5: 0.008%).
     The bound holds over draws of the data, so it holds for any sampler seed as well.
     """
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:

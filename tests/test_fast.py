@@ -345,3 +345,14 @@ def test_sampling_settings_send_large_models_to_nutpie_and_respect_a_named_sampl
     assert sampling_settings(build_model("multilevel", data))["nuts_sampler"] == SAMPLING_DEFAULTS["nuts_sampler"]
     named = sampling_settings(build_model("store_multilevel", data), nuts_sampler="pymc", draws=10)
     assert named["nuts_sampler"] == "pymc" and named["draws"] == 10
+
+
+def test_a_kind_can_add_its_own_sampler_settings(small_data):
+    from elasticity_lib.inference import KIND_SAMPLING, SAMPLING_DEFAULTS, sampling_settings
+    from elasticity_lib.models import build_model
+
+    correlated = sampling_settings(build_model("correlated", small_data))
+    assert correlated["target_accept"] == KIND_SAMPLING["correlated"]["target_accept"] > SAMPLING_DEFAULTS["target_accept"]
+    assert sampling_settings(build_model("multilevel", small_data))["target_accept"] == SAMPLING_DEFAULTS["target_accept"]
+    # what the caller names wins over the kind's settings
+    assert sampling_settings(build_model("correlated", small_data), target_accept=0.8)["target_accept"] == 0.8

@@ -208,3 +208,25 @@ def test_interval_table_contains_the_mean():
     assert (table["hdi94_low"] < table["mean"]).all() and (table["mean"] < table["hdi94_high"]).all()
     assert table.loc["b", "mean"] == pytest.approx(5.0, abs=0.1)
     assert table.loc["a", "sd"] == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.parametrize("kind", ["multilevel", "store_multilevel"])
+def test_cigar_models_do_not_depend_on_units(kind):
+    """Packs per capita x1000, prices in cents, income in dollars: the same log density."""
+    from elasticity_lib.models import build_model
+    from elasticity_lib.prepare import prepare_data
+
+    tidy = cigar_tidy()
+    other = tidy.copy()
+    other["quantities"] *= 1000.0
+    other["price"] *= 100.0
+    other["median_income"] *= 1000.0
+    a, b = (build_model(kind, prepare_data(t)) for t in (tidy, other))
+    logp_a, logp_b = a.compile_logp(), b.compile_logp()
+    rng = np.random.default_rng(2)
+    diffs = []
+    for _ in range(3):
+        point = {k: v + rng.normal(0.0, 0.5, np.shape(v)) for k, v in a.initial_point().items()}
+        diffs.append(logp_a(point) - logp_b(point))
+    # a constant: the log-Jacobian of the change of units of the data, nothing that moves the posterior
+    np.testing.assert_allclose(diffs, diffs[0], atol=1e-6)
