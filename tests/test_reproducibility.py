@@ -155,3 +155,26 @@ def test_check_values_uses_draws_of_a_derived_quantity(tmp_path, monkeypatch):
         ReferenceSummaries(path).check_values("price", derived(1.3))
     with pytest.raises(ValueError, match="not finite"):
         ReferenceSummaries(path).check_estimates("price", pd.DataFrame({"estimate": [np.nan], "mcse": [0.1]}))
+
+
+def test_loo_monte_carlo_error_matches_the_spread_of_independent_runs():
+    """Normal model with a known posterior: independent sets of draws of the same posterior
+    give elpd_loo estimates whose spread the linearised Monte Carlo error predicts."""
+    import arviz as az
+
+    from elasticity_lib.reproducibility import loo_monte_carlo_error
+
+    rng = np.random.default_rng(5)
+    y = rng.normal(0.0, 1.0, 30)
+    estimates, errors = [], []
+    for _ in range(60):
+        theta = rng.normal(y.mean(), 1 / np.sqrt(len(y)), (2, 500))
+        log_lik = -0.5 * (y[None, None, :] - theta[..., None]) ** 2 - 0.5 * np.log(2 * np.pi)
+        tree = xr.DataTree.from_dict({"posterior": xr.Dataset({"theta": (("chain", "draw"), theta)}),
+                                      "log_likelihood": xr.Dataset({"y": (("chain", "draw", "obs"), log_lik)})})
+        loo = az.loo(tree)
+        estimates.append(loo.elpd)
+        errors.append(loo_monte_carlo_error(tree, loo)["elpd_loo"])
+    spread, predicted = np.std(estimates, ddof=1), np.mean(errors)
+    # the sd of 60 estimates is itself uncertain by about 1 / sqrt(2 * 59) ~ 9%
+    assert predicted == pytest.approx(spread, rel=0.35)
