@@ -69,6 +69,7 @@ def _data_arrays(model):
             for v in ancestors([graph]) if isinstance(v, (Constant, SharedVariable))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "likelihood"), FAST_FORMS)
 def test_fast_forms_hold_no_array_per_row(short_and_long, kind, likelihood):
     short, long = short_and_long
@@ -97,6 +98,7 @@ def test_the_row_form_does_hold_arrays_per_row(short_and_long):
 
 @pytest.mark.parametrize(("kind", "likelihood"), [("multilevel", "rows"), ("multilevel", "marginal"),
                                                   ("correlated", "sufficient"), ("store_multilevel", "marginal")])
+@pytest.mark.slow
 def test_centred_income_is_a_shear_of_the_raw_income_model(short_and_long, kind, likelihood):
     # a0_centred = a0 + c a1 is a linear map with unit Jacobian: the two log-densities
     # agree at corresponding points, so the posterior (and the priors of the book) are
@@ -175,6 +177,7 @@ def test_posterior_comparison_detects_a_shifted_elasticity(two_fits):
 # --- LOO without a stored likelihood --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_loo_from_post_hoc_likelihood_equals_pymc_on_the_row_model(two_fits):
     data, marginal, _ = two_fits
     assert "log_likelihood" not in marginal.children
@@ -238,6 +241,7 @@ def _nested_brute_force(data, m_alpha, m_beta, s_cov, t_cov, sigma):
     return out
 
 
+@pytest.mark.slow
 def test_store_level_marginal_is_the_two_level_gaussian_integral(small_data):
     model = build_model("store_multilevel", small_data, "marginal")
     logp = model.compile_logp(**FAST)

@@ -156,6 +156,7 @@ def test_centring_keeps_the_book_priors_on_the_original_scale(small_data):
 # --- log densities: sufficient == rows, marginal == integral over the effects -----------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_sufficient_log_density_equals_rows(small_data, kind):
     rows = build_model(kind, small_data, "rows")

@@ -83,6 +83,7 @@ def _pymc_new_region(idata, income, kind):
     return pp.posterior_predictive["effects_new"].values.reshape(-1, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["multilevel", "correlated"])
 def test_new_region_moments_match_an_independent_pymc_computation(kind):
     income = 3.5
@@ -177,6 +178,7 @@ def _logp_at(model, point):
     return float(fn(point))
 
 
+@pytest.mark.slow
 def test_holdout_model_equals_the_multilevel_model_without_the_region(small_market):
     """Weight 0 on a region == refitting prepare_data(table without the region)."""
     df = small_market.to_dataframe()
@@ -198,6 +200,7 @@ def test_holdout_model_equals_the_multilevel_model_without_the_region(small_mark
         assert _logp_at(fast, p_fast) == pytest.approx(_logp_at(ref, p_ref), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_holdout_model_with_all_regions_equals_build_model(small_market):
     data = prepare_data(small_market.to_dataframe())
     fast, ref = holdout_model(data), build_model("multilevel", data, likelihood="marginal")
@@ -237,6 +240,7 @@ def test_holdout_coverage_table(small_market, refitter):
     assert again.equals(table)
 
 
+@pytest.mark.slow
 def test_posteriors_held_in_jax_arrays_are_accepted():
     """NumPyro fits can leave JAX arrays in the posterior; results must not depend on it."""
     jnp = pytest.importorskip("jax.numpy")
