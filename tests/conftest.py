@@ -73,3 +73,13 @@ def random_point(model, rng: np.random.Generator, scale: float = 0.7) -> dict[st
     """A random point on the model's unconstrained (transformed) space near its initial point."""
     start = model.initial_point()
     return {name: value + rng.normal(0.0, scale, size=np.shape(value)) for name, value in start.items()}
+
+
+#: Fixtures that sample a posterior: every test that uses one is marked ``slow``.
+SAMPLING_FIXTURES = {"two_fits", "rows_fit", "marginal_fit", "sufficient_fit", "store_fit", "refitter", "big"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SAMPLING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -79,6 +79,7 @@ def conjugate_normal_study(n_sims: int, sd_factor: float, seed: int):
     return np.array(ranks), np.mean(hit50), np.mean(hit94), L
 
 
+@pytest.mark.slow
 def test_exact_posterior_is_calibrated_and_a_narrow_one_is_not():
     ranks, c50, c94, L = conjugate_normal_study(2000, sd_factor=1.0, seed=1)
     se94 = np.sqrt(0.94 * 0.06 / 2000)
@@ -116,6 +117,7 @@ def test_coverage_table_pools_region_elasticities():
     assert by_param.loc["beta[1]", "cover94"] == 0.5
 
 
+@pytest.mark.slow
 def test_sbc_model_has_the_library_posterior(small_data):
     """The swappable-data model and build_model's marginal model have the same log density."""
     ours = build_model("multilevel", small_data, "marginal", shared_data=True)
@@ -136,6 +138,7 @@ def test_sbc_model_has_the_library_posterior(small_data):
     assert ours.compile_logp()(point) == pytest.approx(other.compile_logp()(point), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_prior_markets_are_reproducible(small_data):
     truth, log_q = simulate_prior_markets(small_data, 4, seed=9)
     again, log_q2 = simulate_prior_markets(small_data, 4, seed=9)
@@ -149,6 +152,7 @@ def test_prior_markets_are_reproducible(small_data):
     assert not np.allclose(truth.to_numpy(), different.to_numpy())
 
 
+@pytest.mark.slow
 def test_run_sbc_on_a_few_markets(small_data):
     result = run_sbc(small_data, 3, seed=5, n_ranked=99, draws=100, tune=200, chains=2, cores=1)
     n_params = 7 + small_data.n_regions

@@ -69,6 +69,7 @@ def _data_arrays(model):
             for v in ancestors([graph]) if isinstance(v, (Constant, SharedVariable))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "likelihood"), FAST_FORMS)
 def test_fast_forms_hold_no_array_per_row(short_and_long, kind, likelihood):
     short, long = short_and_long
@@ -97,6 +98,7 @@ def test_the_row_form_does_hold_arrays_per_row(short_and_long):
 
 @pytest.mark.parametrize(("kind", "likelihood"), [("multilevel", "rows"), ("multilevel", "marginal"),
                                                   ("correlated", "sufficient"), ("store_multilevel", "marginal")])
+@pytest.mark.slow
 def test_reference_set_up_has_the_same_likelihood(short_and_long, kind, likelihood):
     # centre_income=False samples a0, a1, b0, b1 on the original scale with the reference's
     # priors; the book's models sample centred coordinates with their own priors. At
@@ -182,6 +184,7 @@ def test_posterior_comparison_detects_a_shifted_elasticity(two_fits):
 # --- LOO without a stored likelihood --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_loo_from_post_hoc_likelihood_equals_pymc_on_the_row_model(two_fits):
     data, marginal, _ = two_fits
     assert "log_likelihood" not in marginal.children
@@ -253,6 +256,7 @@ def _nested_brute_force(data, m_alpha, m_beta, s_cov, t_cov, sigma):
     return out
 
 
+@pytest.mark.slow
 def test_store_level_marginal_is_the_two_level_gaussian_integral(small_data):
     model = build_model("store_multilevel", small_data, "marginal")
     logp = model.compile_logp(**FAST)

@@ -201,6 +201,7 @@ def test_reference_set_up_keeps_the_reference_priors(small_data):
 # --- log densities: sufficient == rows, marginal == integral over the effects -----------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_sufficient_log_density_equals_rows(small_data, kind):
     rows = build_model(kind, small_data, "rows")

@@ -89,6 +89,7 @@ def _pymc_new_region(idata, income, kind):
     return pp.posterior_predictive["effects_new"].values.reshape(-1, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["multilevel", "correlated"])
 def test_new_region_moments_match_an_independent_pymc_computation(kind):
     income = 3.5
@@ -200,6 +201,7 @@ def _logp_at(model, point):
     return float(fn(point))
 
 
+@pytest.mark.slow
 def test_holdout_model_equals_the_multilevel_model_without_the_region(small_market):
     """Weight 0 on a region == refitting prepare_data(table without the region)."""
     df = small_market.to_dataframe()
@@ -223,6 +225,7 @@ def test_holdout_model_equals_the_multilevel_model_without_the_region(small_mark
         assert _logp_at(fast, point) == pytest.approx(_logp_at(ref, point), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_holdout_model_with_all_regions_equals_build_model(small_market):
     data = prepare_data(small_market.to_dataframe())
     fast = build_model("multilevel", data, "marginal", shared_data=True, group_weights=np.ones(data.n_regions))
@@ -263,6 +266,7 @@ def test_holdout_coverage_table(small_market, refitter):
     assert again.equals(table)
 
 
+@pytest.mark.slow
 def test_posteriors_held_in_jax_arrays_are_accepted():
     """NumPyro fits can leave JAX arrays in the posterior; results must not depend on it."""
     jnp = pytest.importorskip("jax.numpy")

@@ -117,6 +117,7 @@ def test_price_quantity_facets_one_per_region(df, log):
     assert ("log price" in labels) == log
 
 
+@pytest.mark.slow
 def test_nine_regions_make_a_three_by_three_grid():
     df = simulate_market(SimulationConfig(stores_mu=2.0, time_steps_mu=3.0), seed=3).to_dataframe()
     fig = plot_price_quantity_facets(df)

@@ -105,6 +105,7 @@ def test_predictive_bands_figure_rejects_foreign_bands(small_data):
         plot_predictive_bands(xr.Dataset({"price": ("region", [1.0])}), small_data)
 
 
+@pytest.mark.slow
 def test_trace_figure(fake_fit):
     fig = plot_trace(fake_fit, ["b1", "sigma", "beta"], title="Trace of the multilevel model")
     assert fig._suptitle.get_text() == "Trace of the multilevel model"
@@ -142,6 +143,7 @@ def test_forest_rejects_bad_truth_and_names(fake_fit):
         plot_forest(fake_fit, "elasticity")
 
 
+@pytest.mark.slow
 def test_population_pair_marks_truth(fake_fit):
     truth = {"a0": 1.0, "a1": 0.3, "b0": -0.1, "b1": -0.6}
     fig = plot_population_pair(fake_fit, truth)
@@ -160,6 +162,7 @@ def test_population_pair_marks_truth(fake_fit):
         plot_population_pair(fake_fit, {"a0": 1.0})
 
 
+@pytest.mark.slow
 def test_ppc_models_one_panel_per_model(fake_fit, small_data):
     fits = {name: add_posterior_predictive(fake_fit.copy(), small_data, seed=i)
             for i, name in enumerate(["baseline", "multilevel", "correlated"])}
@@ -207,6 +210,7 @@ def _shuffled(graph, seed):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["baseline", "multilevel", "correlated"])
 def test_model_graph_is_canonical(small_data, kind):
     import pymc as pm

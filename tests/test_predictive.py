@@ -39,6 +39,7 @@ def _prior_as_posterior(kind, data, draws=200, seed=3):
 
 # --- prior predictive ---------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["baseline", "multilevel", "correlated"])
 def test_prior_predictive_groups_and_shapes(small_data, kind):
     prior = sample_prior_predictive(kind, small_data, draws=50, random_seed=1)
@@ -50,6 +51,7 @@ def test_prior_predictive_groups_and_shapes(small_data, kind):
     np.testing.assert_array_equal(prior["observed_data"][OBSERVED_NAME].values, small_data.log_quantity)
 
 
+@pytest.mark.slow
 def test_prior_predictive_is_seeded(small_data):
     a = sample_prior_predictive("multilevel", small_data, draws=20, random_seed=5)
     b = sample_prior_predictive("multilevel", small_data, draws=20, random_seed=5)
@@ -58,6 +60,7 @@ def test_prior_predictive_is_seeded(small_data):
     assert not np.allclose(a["prior_predictive"][OBSERVED_NAME].values, c["prior_predictive"][OBSERVED_NAME].values)
 
 
+@pytest.mark.slow
 def test_prior_predictive_follows_the_baseline_prior(small_data):
     prior = sample_prior_predictive("baseline", small_data, draws=4000, random_seed=2)
     beta = prior["prior"]["beta"].values.ravel()
@@ -74,6 +77,7 @@ def test_prior_predictive_rejects_bad_draws(small_data, draws):
 
 # --- pointwise log-likelihood -----------------------------------------------------------
 
+@pytest.mark.slow
 def test_log_likelihood_equals_pymc_on_a_fit(rows_fit, small_data):
     model, idata = rows_fit
     ours = pointwise_log_likelihood(idata, small_data)
@@ -83,6 +87,7 @@ def test_log_likelihood_equals_pymc_on_a_fit(rows_fit, small_data):
     np.testing.assert_allclose(ours.values, ref.values, rtol=0, atol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["multilevel", "correlated", "store_multilevel"])
 def test_log_likelihood_equals_pymc_for_other_kinds(small_data, kind):
     """Deterministic group effects, and store-level effects for the three-level model."""
@@ -105,6 +110,7 @@ def test_log_likelihood_equals_scipy(rows_fit, small_data):
     np.testing.assert_allclose(pointwise_log_likelihood(idata, small_data).values, ref, rtol=0, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_add_log_likelihood_enables_loo_on_a_fast_fit(small_data):
     """A fit of the 'sufficient' form stores no likelihood; LOO works after adding it and
     matches LOO on the same draws with PyMC's pointwise likelihood."""
@@ -149,6 +155,7 @@ def _pymc_predictions(model, idata, data, log_price, group, seed):
     return ref["predictions"][OBSERVED_NAME].values.reshape(-1, len(group))
 
 
+@pytest.mark.slow
 def test_posterior_predictive_matches_pymc_with_set_data(rows_fit, small_data):
     """Draws at new prices agree with pm.sample_posterior_predictive after pm.set_data."""
     model, idata = rows_fit
@@ -166,6 +173,7 @@ def test_posterior_predictive_matches_pymc_with_set_data(rows_fit, small_data):
         np.testing.assert_array_less(diff, _mc_tolerance(sd, n, p))
 
 
+@pytest.mark.slow
 def test_predictive_bands_match_pymc(rows_fit, small_data):
     model, idata = rows_fit
     bands = predictive_bands(idata, small_data, n_points=4, prob=0.9, seed=5)
@@ -225,6 +233,7 @@ def test_predictive_bands_rejects_bad_prob(rows_fit, small_data):
         predictive_bands(rows_fit[1], small_data, prob=1.0)
 
 
+@pytest.mark.slow
 def test_add_posterior_predictive_matches_pymc_on_observed_rows(rows_fit, small_data):
     model, idata = rows_fit
     mine = add_posterior_predictive(idata.copy(), small_data, seed=9)
@@ -251,6 +260,7 @@ def test_add_posterior_predictive_is_seeded_and_keeps_other_groups(rows_fit, sma
     assert {"posterior", "sample_stats"} <= set(a.children)
 
 
+@pytest.mark.slow
 def test_store_level_fits_use_store_effects(small_data):
     idata = _prior_as_posterior("store_multilevel", small_data, draws=10)
     mu, _ = row_effects(idata, small_data.store_idx, small_data.log_price)

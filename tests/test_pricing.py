@@ -71,6 +71,7 @@ def _bayes_price_normal(mean, cov, sigma, cost, bounds):
     return minimize_scalar(neg, bounds=bounds, method="bounded", options={"xatol": 1e-10}).x
 
 
+@pytest.mark.slow
 def test_bayes_price_matches_the_closed_form_for_normal_draws():
     rng = np.random.default_rng(0)
     mean = np.array([2.5, -2.2])

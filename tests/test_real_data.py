@@ -82,6 +82,7 @@ def _demean(values: np.ndarray, groups: pd.Series) -> np.ndarray:
     return (s - s.groupby(groups).transform("mean")).to_numpy()
 
 
+@pytest.mark.slow
 def test_state_fixed_effects_equal_the_within_estimator(cigar):
     est = static_ols(cigar, "state", income=True)
     y = _demean(np.log(cigar["packs"].to_numpy()), cigar["state_abbr"])
@@ -118,6 +119,7 @@ def test_clustered_errors_are_wider_than_iid_ones(cigar):
     assert est.price_se > 2 * iid
 
 
+@pytest.mark.slow
 def test_dynamic_model_loses_the_first_year_and_is_persistent(cigar):
     est = dynamic_ols(cigar, "state")
     assert est.n_obs == 1380 - 46

@@ -137,6 +137,7 @@ def test_reference_run_has_the_documented_size():
     assert (df["region_id"] == 1).sum() == 69
 
 
+@pytest.mark.slow
 @given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
 def test_different_seeds_give_different_tables(seed_a, seed_b):
     config = SimulationConfig(n_regions=2)
@@ -209,6 +210,7 @@ def test_prices_are_gamma(big):
     assert stats.kstest(price, stats.gamma(shape, scale=scale).cdf).pvalue > 1e-4
 
 
+@pytest.mark.slow
 def test_log_quantity_noise_has_the_configured_sd(big):
     _, df, _, stores_ = big
     c = BIG_CONFIG

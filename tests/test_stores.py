@@ -32,6 +32,7 @@ def _point(model, rng):
             for v in model.value_vars}
 
 
+@pytest.mark.slow
 def test_store_model_rows_and_sufficient_likelihoods_agree(data):
     rows = build_model("store_multilevel", data, likelihood="rows")
     suff = build_model("store_multilevel", data, likelihood="sufficient")
@@ -50,6 +51,7 @@ def _region_rows(data, j):
     return x, data.log_quantity[mask], np.searchsorted(stores, data.store_idx[mask]), stores
 
 
+@pytest.mark.slow
 def test_store_model_marginal_likelihood_matches_scipy(data):
     """With store and region effects integrated out, a region's rows are jointly Normal:
     covariance sigma^2 I + (rows of one store) x T x' + (all rows of the region) x S x'."""
@@ -72,6 +74,7 @@ def test_store_model_marginal_likelihood_matches_scipy(data):
         assert float(loglik) == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_store_effects_drawn_from_their_exact_conditional(data):
     """With fixed hyperparameters, add_group_effects must reproduce the joint Gaussian
     posterior of a region's effects and its stores' effects (brute-force linear algebra)."""
