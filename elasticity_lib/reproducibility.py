@@ -48,6 +48,7 @@ __all__ = [
     "FALSE_ALARM",
     "sampler_seed",
     "z_threshold",
+    "max_divergences",
     "monte_carlo_summary",
     "AgreementCheck",
     "compare_estimates",
@@ -111,6 +112,22 @@ def z_threshold(n_comparisons: int, false_alarm: float = FALSE_ALARM) -> float:
     if not 0.0 < false_alarm < 1.0:
         raise ValueError(f"false_alarm must lie in (0, 1), got {false_alarm}")
     return float(stats.norm.isf(false_alarm / (2 * n_comparisons)))
+
+
+def max_divergences(transitions: int, rate: float = 1e-3, false_alarm: float = 1e-3) -> int:
+    """The most divergent transitions a healthy fit of ``transitions`` draws produces.
+
+    If each transition diverges independently with probability at most ``rate``, the
+    count is at most Binomial(transitions, rate), which exceeds the returned bound with
+    probability at most ``false_alarm``. A model that diverges now and then on some
+    sampler seed (a single divergence in one of a dozen seeds) passes; one with a real
+    problem in its geometry, which diverges by the dozen, does not.
+    """
+    if transitions < 1:
+        raise ValueError(f"transitions must be at least 1, got {transitions}")
+    if not 0.0 < rate < 1.0 or not 0.0 < false_alarm < 1.0:
+        raise ValueError(f"rate and false_alarm must lie in (0, 1), got {rate} and {false_alarm}")
+    return int(stats.binom.isf(false_alarm, transitions, rate))
 
 
 def monte_carlo_summary(idata, var_names) -> pd.DataFrame:

@@ -178,3 +178,13 @@ def test_loo_monte_carlo_error_matches_the_spread_of_independent_runs():
     spread, predicted = np.std(estimates, ddof=1), np.mean(errors)
     # the sd of 60 estimates is itself uncertain by about 1 / sqrt(2 * 59) ~ 9%
     assert predicted == pytest.approx(spread, rel=0.35)
+
+
+def test_max_divergences_is_the_binomial_tail():
+    from elasticity_lib.reproducibility import max_divergences
+
+    k = max_divergences(4000, 1e-3, 1e-3)
+    assert stats.binom.sf(k, 4000, 1e-3) <= 1e-3 < stats.binom.sf(k - 1, 4000, 1e-3)
+    assert k == 11
+    with pytest.raises(ValueError, match="transitions"):
+        max_divergences(0)
