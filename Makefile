@@ -96,9 +96,14 @@ book: $(STAMP) check-graphviz
 	env -u MPLBACKEND $(BIN)/jupyter-book build . -W --keep-going
 	@echo "open _build/html/index.html"
 
+# Every benchmark script (the calibration study is long: about an hour for 1,000 markets;
+# CALIBRATION_MARKETS=200 for a shorter run).
+CALIBRATION_MARKETS ?= 1000
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simulate.py
 	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/holdout.py
+	$(BIN)/python benchmarks/calibration.py --n-markets $(CALIBRATION_MARKETS)
 
 clean:
 	rm -rf _build .pytest_cache
