@@ -96,8 +96,8 @@ book: $(STAMP) check-graphviz
 	env -u MPLBACKEND $(BIN)/jupyter-book build . -W --keep-going
 	@echo "open _build/html/index.html"
 
-# Every benchmark script (the calibration study is long: about an hour for 1,000 markets;
-# CALIBRATION_MARKETS=200 for a shorter run).
+# Every benchmark script (the calibration study is the long one: 12 minutes for 1,000 markets on
+# the 2-core benchmark machine; CALIBRATION_MARKETS=200 for a shorter run).
 CALIBRATION_MARKETS ?= 1000
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simulate.py
