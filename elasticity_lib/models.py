@@ -29,11 +29,16 @@ Each model can be written with three likelihoods that define the same posterior:
     effects and their scale. The effects are drawn afterwards from their exact
     conditional posterior (:func:`elasticity_lib.inference.fit` does this).
 
-Income is centred inside the models at the mean region income ``c``: the sampler works
-with ``a0_centred = a0 + a1 c`` (and ``b0_centred``), whose posterior is nearly
-uncorrelated with the slope, while the priors of the book stay exactly as stated on the
-original scale (``a0 = a0_centred - a1 c ~ Normal(0, 0.5)`` independently of ``a1``).
-``a0`` and ``b0`` are reported on the original scale as deterministics.
+The models work on centred log price and log quantity (their means over rows) and on
+standardised income (``(income - c) / s`` with the mean ``c`` and sd ``s`` of the region
+incomes), see :class:`~elasticity_lib.prepare.Centring`. On that scale the priors
+(:data:`PRIORS`) mean the same thing for any data set, whatever its units, and the
+population intercept and slope are nearly uncorrelated a posteriori, which the sampler
+likes. Group deviations are defined at the mean log price. Everything is reported on the
+original scale as deterministics: ``a0, a1, b0, b1`` (income in its own units, intercept
+at log price 0), ``alpha_mean``, ``beta_mean``, ``alpha``, ``beta``. ``centre_income=False``
+is the reference notebook's set-up instead: raw income and :data:`REFERENCE_PRIORS`, a
+different prior, kept for benchmarks and comparisons.
 """
 
 from __future__ import annotations
@@ -403,8 +408,9 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
         default of :data:`DEFAULT_LIKELIHOOD`. Use ``"rows"`` for prior and posterior
         predictive sampling, which needs an observed variable.
     centre_income
-        ``False`` samples ``a0``, ``b0`` on raw income (the reference set-up, kept for
-        benchmarks); the priors and the posterior are the same either way.
+        ``False`` is the reference set-up: ``a0, a1, b0, b1`` sampled on raw income with
+        :data:`REFERENCE_PRIORS` and deviations at log price 0, kept for benchmarks and
+        comparisons. It is a different prior, so a different posterior.
     shared_data
         Hold the region statistics (``stat_n``, ``stat_mx``, ...) and the centred incomes
         as ``pm.Data``, so that a compiled model can be refitted on other data of the same
