@@ -19,7 +19,10 @@ from elasticity_lib.simulation import SimulationConfig, simulate_market
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--draws", "300", "--tune", "300", "--chains", "2", "--no-progress"]
 # enough draws to pass the convergence gates (ESS >= 400) on the small market
-CONVERGING = ["--draws", "1000", "--tune", "1000", "--chains", "2", "--no-progress"]
+# A fixed sampler seed: this test checks the command line's workflow on a fit that passes
+# the gates; a three-region market diverges a few times on some seeds (5 in 2,000 draws
+# with ELASTICITY_SAMPLER_SEED=31), which the unconverged-fit test covers separately.
+CONVERGING = ["--draws", "1000", "--tune", "1000", "--chains", "2", "--no-progress", "--seed", "4242"]
 CONFIG = SimulationConfig(n_regions=3, stores_mu=3.0, min_stores=2, time_steps_mu=10.0,
                           store_elasticity_sd=0.1)
 
