@@ -2,6 +2,7 @@
 #   make test   -- create .venv if needed, install, run unit tests and nbval over every chapter
 #   make book   -- create .venv if needed, install, execute the chapters, build _build/html
 #   make test-seed SEED=n -- run the chapters that sample again with another sampler seed
+# make test and make book also build the local copy of the orange-juice data (make orange-juice-data).
 
 SHELL := /bin/bash
 VENV := .venv
@@ -23,7 +24,8 @@ PYTHON ?= $(shell for c in python3.14 python3.13 python3.12 python3; do \
 	if command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 	echo $$c; break; fi; done)
 
-.PHONY: test test-seed quick lint check-install book notebooks references bench clean check-python check-graphviz
+.PHONY: test test-seed quick lint check-install book notebooks references bench clean check-python check-graphviz \
+	orange-juice-data
 
 check-python:
 	@if [ -z "$(PYTHON)" ]; then \
@@ -54,17 +56,41 @@ $(STAMP): requirements.txt pyproject.toml | check-python
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
+# The Dominick's orange-juice panel (bayesm's orangeJuice) is not redistributed with the
+# book; its terms are in elasticity_lib/data/README.md. This builds a local copy, offline,
+# from the Debian package r-cran-bayesm (installed here when run as root) into
+# elasticity_lib/data/local/, which git ignores. With bayesm installed from CRAN instead:
+#   make orange-juice-data ORANGE_JUICE_RDA="$$(Rscript -e 'cat(system.file("data", "orangeJuice.rda", package = "bayesm"))')"
+ORANGE_JUICE_RDA ?= /usr/lib/R/site-library/bayesm/data/orangeJuice.rda
+ORANGE_JUICE := elasticity_lib/data/local/orange_juice_yx.csv.gz
+
+orange-juice-data: $(ORANGE_JUICE)
+
+$(ORANGE_JUICE): elasticity_lib/data/make_orange_juice.py | $(STAMP)
+	@if [ ! -f "$(ORANGE_JUICE_RDA)" ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing r-cran-bayesm (the orange-juice data)"; \
+	    ($(APT_GET) update -qq || true) && $(APT_GET) install -y -qq --no-install-recommends r-cran-bayesm >/dev/null; \
+	  else \
+	    echo "error: the orange-juice data come from the R package bayesm, which is not installed. Either:"; \
+	    echo "  sudo apt-get install r-cran-bayesm        (Debian/Ubuntu), then rerun make"; \
+	    echo "  or install bayesm from CRAN in R and pass ORANGE_JUICE_RDA=.../bayesm/data/orangeJuice.rda"; \
+	    echo "  (the original Dominick's files: James M. Kilts Center, University of Chicago Booth)"; \
+	    exit 1; \
+	  fi; fi
+	$(BIN)/python elasticity_lib/data/make_orange_juice.py --rda "$(ORANGE_JUICE_RDA)"
+
 # Kernels must use the inline backend to produce the figures stored in the notebooks, so a
 # MPLBACKEND from the environment (CI sets Agg) is removed for the notebook runs.
-test: $(STAMP) check-graphviz
+test: $(STAMP) check-graphviz $(ORANGE_JUICE)
 	env -u MPLBACKEND $(BIN)/python -m pytest tests $(NOTEBOOKS) $(NBVAL)
 
 # The sampler-dependent chapters with another sampler seed: what a reader's machine does.
-test-seed: $(STAMP) check-graphviz
+test-seed: $(STAMP) check-graphviz $(ORANGE_JUICE)
 	env -u MPLBACKEND ELASTICITY_SAMPLER_SEED=$(SEED) $(BIN)/python -m pytest $(SAMPLER_NOTEBOOKS) $(NBVAL)
 
 # Re-execute every chapter from its MyST source and refresh the paired .ipynb with outputs.
-notebooks: $(STAMP) check-graphviz
+notebooks: $(STAMP) check-graphviz $(ORANGE_JUICE)
 	@for md in $(CHAPTERS); do echo "executing $$md"; \
 	  env -u MPLBACKEND $(BIN)/jupytext --sync --execute "$$md" || exit 1; done
 
@@ -87,12 +113,12 @@ check-install: check-python
 
 # Re-execute every chapter and write its reference Monte Carlo summaries
 # (chapters/references/*.json) with the default sampler seed; commit both.
-references: $(STAMP) check-graphviz
+references: $(STAMP) check-graphviz $(ORANGE_JUICE)
 	@for md in $(CHAPTERS); do echo "executing $$md (recording references)"; \
 	  env -u MPLBACKEND -u ELASTICITY_SAMPLER_SEED ELASTICITY_RECORD_REFERENCES=1 \
 	  $(BIN)/jupytext --sync --execute "$$md" || exit 1; done
 
-book: $(STAMP) check-graphviz
+book: $(STAMP) check-graphviz $(ORANGE_JUICE)
 	env -u MPLBACKEND $(BIN)/jupyter-book build . -W --keep-going
 	@echo "open _build/html/index.html"
 

@@ -16,7 +16,9 @@ The modules mirror the parts of the book:
   prices;
 - :mod:`~elasticity_lib.real_data`, :mod:`~elasticity_lib.calibration`,
   :mod:`~elasticity_lib.cli`: the cigarette panel, simulation-based calibration and the
-  command line for your own CSV files.
+  command line for your own CSV files;
+- :mod:`~elasticity_lib.orange_juice`: the Dominick's orange-juice panel (11 brands, 83
+  stores), loaded from a local copy built from the R package bayesm.
 
 Submodules that pull in plotting or statistics libraries are imported on first use
 (``elasticity_lib.pricing`` works after ``import elasticity_lib``).
@@ -34,7 +36,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "calibration", "cli", "entities", "inference", "likelihoods", "models", "new_regions", "plotting",
-    "posterior_plots", "predictive", "prepare", "pricing", "real_data", "recovery", "reporting",
+    "orange_juice", "posterior_plots", "predictive", "prepare", "pricing", "real_data", "recovery", "reporting",
     "simulation", "stores", "theory",
 }
 _LAZY = {"fit_csv": "cli", "InputError": "cli"}
