@@ -104,6 +104,12 @@ class SimulationTruth(_Entity):
     Region-level values are indexed by region id, store-level values by the store label
     ``r-{region}_s-{store}``. Population values are the coefficients of the income
     regressions on the original (uncentred) income scale.
+
+    ``intercept_sd``, ``elasticity_sd`` and ``region_correlation`` describe the region
+    deviations from the income lines, with the intercept deviation taken at the log price
+    ``deviation_log_price`` (0, a price of 1, unless the simulation said otherwise);
+    :meth:`region_deviations` restates them at any other log price, such as the mean log
+    price at which the models define them.
     """
 
     intercept_base: float
@@ -112,6 +118,8 @@ class SimulationTruth(_Entity):
     elasticity_income_slope: float
     intercept_sd: float
     elasticity_sd: float
+    region_correlation: float = 0.0
+    deviation_log_price: float = 0.0
     store_intercept_sd: float
     store_elasticity_sd: float
     noise_sd: float
@@ -119,6 +127,51 @@ class SimulationTruth(_Entity):
     region_elasticities: dict[int, float]
     store_intercepts: dict[str, float]
     store_elasticities: dict[str, float]
+
+    def region_deviations(self, log_price: float | None = None) -> dict[str, float]:
+        """True sds and correlation of the region deviations, intercept taken at ``log_price``.
+
+        A region's intercept at log price ``x`` is its intercept at ``x0 =
+        deviation_log_price`` plus ``(x - x0)`` times its elasticity, so the deviation pair
+        maps linearly, ``(d_a + (x - x0) d_b, d_b)``, and its covariance as ``T S T'``.
+        The models define the deviations at the data's mean log price; passing it here
+        gives the values they estimate (``sigma_a``, ``sigma_b``, ``rho``). Without
+        ``log_price`` the values are those the simulation drew. The correlation is NaN
+        when either sd is 0.
+        """
+        shift = 0.0 if log_price is None else float(log_price) - self.deviation_log_price
+        s11 = self.intercept_sd**2
+        s22 = self.elasticity_sd**2
+        s12 = self.region_correlation * self.intercept_sd * self.elasticity_sd
+        v11 = s11 + 2 * shift * s12 + shift**2 * s22
+        v12 = s12 + shift * s22
+        sd_a, sd_b = float(np.sqrt(v11)), float(np.sqrt(s22))
+        rho = v12 / (sd_a * sd_b) if sd_a > 0 and sd_b > 0 else float("nan")
+        return {"sigma_a": sd_a, "sigma_b": sd_b, "rho": float(rho)}
+
+    def region_deviation_table(self, income: pd.Series, log_price: float | None = None) -> pd.DataFrame:
+        """Each region's true deviations from the income lines, the intercept's at ``log_price``.
+
+        ``income`` holds the median incomes indexed by region id. The intercept deviation
+        is the region's intercept at ``log_price`` (by default ``deviation_log_price``)
+        minus the intercept line's value there, ``a0 + a1 m + log_price (b0 + b1 m)``.
+        """
+        table = self.region_table()
+        income = pd.Series(income, dtype=float)
+        if set(income.index) != set(table.index):
+            raise ValueError(f"income must be indexed by the simulated region ids {sorted(table.index)}, "
+                             f"got {sorted(income.index)}")
+        m = income.reindex(table.index).to_numpy()
+        x = self.deviation_log_price if log_price is None else float(log_price)
+        line_b = self.elasticity_base + self.elasticity_income_slope * m
+        line_a = self.intercept_base + self.intercept_income_slope * m + x * line_b
+        return pd.DataFrame(
+            {
+                "intercept_deviation": table["intercept"].to_numpy() + x * table["elasticity"].to_numpy() - line_a,
+                "elasticity_deviation": table["elasticity"].to_numpy() - line_b,
+            },
+            index=table.index,
+        )
 
     def region_table(self) -> pd.DataFrame:
         """True region intercepts and elasticities, one row per region id."""

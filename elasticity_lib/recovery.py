@@ -26,7 +26,7 @@ from scipy import stats
 
 from ._checks import check_probability, posterior_dataset
 
-__all__ = ["interval_table", "coverage_threshold", "JointDistance", "joint_distance"]
+__all__ = ["interval_table", "coverage_threshold", "JointDistance", "joint_distance", "region_estimates"]
 
 
 _posterior = posterior_dataset
@@ -128,3 +128,41 @@ def joint_distance(idata: xr.DataTree, truth: Mapping[str, float], prob: float =
     k = len(names)
     return JointDistance(names=names, distance2=d2, threshold=float(stats.chi2.ppf(prob, k)), prob=prob,
                          p_value=float(stats.chi2.sf(d2, k)))
+
+
+def region_estimates(fits: Mapping[str, xr.DataTree], region, true_value: float, *, var_name: str = "beta",
+                     line_value: float | None = None, prob: float = 0.94) -> pd.DataFrame:
+    """One region's estimate under several models, side by side with its true value.
+
+    One row per model (``fits`` maps a name to a fit): the posterior mean and sd of
+    ``var_name`` at ``region``, its ``prob`` HDI and width, whether the HDI covers
+    ``true_value``, and the error ``mean - true_value``. With ``line_value`` (the
+    population line's value for the region, e.g. ``b0 + b1 * income``) the column
+    ``share_to_line`` says how far each mean lies from the truth towards the line
+    (0 at the truth, 1 on the line). This is the table that shows a thin region being
+    pulled towards its income line, and by how much that helps.
+    """
+    prob = _check_prob(prob)
+    rows = {}
+    for name, idata in fits.items():
+        post = _posterior(idata)
+        if var_name not in post:
+            raise ValueError(f"model {name!r} has no posterior variable {var_name!r}")
+        da = post[var_name]
+        extra = [d for d in da.dims if d not in ("chain", "draw")]
+        if len(extra) != 1:
+            raise ValueError(f"variable {var_name!r} of model {name!r} must have one region dimension, has {extra}")
+        coords = list(da[extra[0]].values)
+        if region not in coords:
+            raise ValueError(f"region {region!r} is not among model {name!r}'s {extra[0]} coordinates {coords}")
+        draws = da.sel({extra[0]: region})
+        hdi = az.hdi(draws, prob=prob)
+        lower, upper = float(hdi.sel(ci_bound="lower")), float(hdi.sel(ci_bound="upper"))
+        mean = float(draws.mean())
+        row = {"mean": mean, "sd": float(draws.std()), "hdi_lower": lower, "hdi_upper": upper,
+               "hdi_width": upper - lower, "covered": bool(lower <= true_value <= upper),
+               "error": mean - float(true_value)}
+        if line_value is not None:
+            row["share_to_line"] = (mean - float(true_value)) / (float(line_value) - float(true_value))
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")

@@ -9,7 +9,7 @@ import xarray as xr
 from scipy import stats
 from scipy.spatial.distance import mahalanobis
 
-from elasticity_lib.recovery import coverage_threshold, interval_table, joint_distance
+from elasticity_lib.recovery import coverage_threshold, interval_table, joint_distance, region_estimates
 
 
 def _tree(**variables):
@@ -89,3 +89,27 @@ def test_joint_distance_rejects_bad_input(normal_fit):
         joint_distance(tree, {"x": 0.0, "beta": 0.0})
     with pytest.raises(ValueError, match="unknown posterior variable"):
         joint_distance(tree, {"x": 0.0, "w": 0.0})
+
+
+def test_region_estimates_compares_models_at_one_region(normal_fit):
+    tree, _ = normal_fit
+    rng = np.random.default_rng(1)
+    wide = _tree(beta=xr.DataArray(rng.normal([-1.0, -2.6, -3.0], [0.1, 0.5, 0.1], size=(2, 2000, 3)),
+                                   dims=("chain", "draw", "region"), coords={"region": [10, 11, 12]}))
+    table = region_estimates({"narrow": tree, "wide": wide}, 11, -2.5, line_value=-2.0)
+    assert list(table.index) == ["narrow", "wide"]
+    draws = tree["posterior"]["beta"].sel(region=11)
+    hdi = az.hdi(draws, prob=0.94)
+    assert table.loc["narrow", "hdi_lower"] == pytest.approx(float(hdi.sel(ci_bound="lower")))
+    assert table.loc["narrow", "mean"] == pytest.approx(float(draws.mean()))
+    assert table.loc["narrow", "error"] == pytest.approx(float(draws.mean()) + 2.5)
+    # the narrow posterior sits at the line (-2.0, 5 sds from the truth), the wide one near the truth
+    assert table["covered"].tolist() == [False, True]
+    assert table.loc["narrow", "share_to_line"] == pytest.approx(1.0, abs=0.05)
+    assert abs(table.loc["wide", "share_to_line"]) < 0.3
+    assert table.loc["wide", "hdi_width"] > 3 * table.loc["narrow", "hdi_width"]
+    with pytest.raises(ValueError, match="region 13 is not among model 'narrow'"):
+        region_estimates({"narrow": tree}, 13, -2.5)
+    with pytest.raises(ValueError, match="model 'narrow' has no posterior variable 'alpha'"):
+        region_estimates({"narrow": tree}, 11, -2.5, var_name="alpha")
+    assert "share_to_line" not in region_estimates({"narrow": tree}, 11, -2.5).columns

@@ -19,12 +19,19 @@ from pydantic import ValidationError
 from scipy import stats
 
 from elasticity_lib.entities import TIDY_COLUMNS
+from elasticity_lib.models import to_original_covariance
+from elasticity_lib.reproducibility import z_threshold
 from elasticity_lib.simulation import (
+    POOLING_SCENARIO,
+    POOLING_SEED,
+    POOLING_THIN_REGION,
     REFERENCE_SEED,
     SimulationConfig,
+    expected_log_price,
     gamma_shape_scale,
     negative_binomial_n_p,
     simulate_market,
+    simulate_pooling_market,
 )
 
 Z = 5.0  # standard errors allowed for each moment check (false alarm < 1e-6 per check)
@@ -70,6 +77,8 @@ def test_defaults_are_the_reference_values():
     assert (c.elasticity_base, c.elasticity_income_slope, c.elasticity_sd) == (-0.1, -0.6, 0.02)
     assert (c.store_intercept_sd, c.store_elasticity_sd) == (0.0, 0.0)
     assert (c.price_mu, c.price_sigma, c.noise_sd) == (1.5, 0.25, 0.3)
+    assert (c.region_correlation, c.deviation_log_price) == (0.0, 0.0)
+    assert (c.stores_per_region, c.time_steps_mu_per_region) == (None, None)
     assert REFERENCE_SEED == sum(ord(ch) for ch in "multilevel_elasticities_single_sku")
 
 
@@ -86,6 +95,17 @@ BAD_CONFIGS = {
     "NaN slope": ({"elasticity_income_slope": float("nan")}, r"(?s)elasticity_income_slope\n.*finite number"),
     "fractional region count": ({"n_regions": 2.5}, r"(?s)n_regions\n.*integer"),
     "extra field": ({"n_products": 3}, r"(?s)n_products\n.*Extra inputs are not permitted"),
+    "correlation of 1": ({"region_correlation": 1.0}, r"(?s)region_correlation\n.*less than 1"),
+    "correlation below -1": ({"region_correlation": -1.5}, r"(?s)region_correlation\n.*greater than -1"),
+    "infinite deviation log price": ({"deviation_log_price": float("inf")}, r"(?s)deviation_log_price\n.*finite"),
+    "store counts for too few regions": ({"stores_per_region": (2, 3)},
+                                         r"stores_per_region needs one value per region: n_regions is 9"),
+    "zero stores in a region": ({"n_regions": 2, "stores_per_region": (2, 0)},
+                                r"(?s)stores_per_region\.1\n.*greater than 0"),
+    "history means for too many regions": ({"n_regions": 2, "time_steps_mu_per_region": (4.0, 20.0, 20.0)},
+                                           r"time_steps_mu_per_region needs one value per region: n_regions is 2"),
+    "negative history mean": ({"n_regions": 2, "time_steps_mu_per_region": (4.0, -1.0)},
+                              r"(?s)time_steps_mu_per_region\.1\n.*greater than 0"),
 }
 
 
@@ -135,6 +155,115 @@ def test_reference_run_has_the_documented_size():
     stores_per_region = df.groupby("region_id", observed=True)["region_store_id"].nunique()
     assert stores_per_region.idxmin() == 1 and stores_per_region.min() == 4
     assert (df["region_id"] == 1).sum() == 69
+
+
+#: SHA-256 of the reference market's CSV table, as the simulator wrote it before the
+#: correlated deviations and per-region counts existed: the defaults must not move a byte.
+REFERENCE_TABLE_SHA256 = "e3b10be404129ce9253aa1a4d8cf74e221c9416f55a2cf6f0a6c182b362c54cb"
+
+
+def test_defaults_keep_the_reference_market_byte_for_byte():
+    import hashlib
+
+    df = simulate_market(seed=REFERENCE_SEED).to_dataframe()
+    assert hashlib.sha256(table_bytes(df)).hexdigest() == REFERENCE_TABLE_SHA256
+    truth = simulate_market(seed=REFERENCE_SEED).truth
+    assert (truth.region_correlation, truth.deviation_log_price) == (0.0, 0.0)
+
+
+def test_fixing_the_drawn_counts_gives_the_same_market():
+    # store counts are drawn even when fixed, so the rest of the stream is unchanged
+    market = simulate_market(seed=REFERENCE_SEED)
+    counts = tuple(len(r.stores) for r in market.regions)
+    fixed = simulate_market(SimulationConfig(stores_per_region=counts), seed=REFERENCE_SEED)
+    assert table_bytes(fixed.to_dataframe()) == table_bytes(market.to_dataframe())
+    other = simulate_market(SimulationConfig(stores_per_region=(2,) + counts[1:]), seed=REFERENCE_SEED)
+    assert len(other.regions[0].stores) == 2
+    assert [len(r.stores) for r in other.regions[1:]] == list(counts[1:])
+
+
+def test_per_region_history_means():
+    config = SimulationConfig(n_regions=2, stores_per_region=(600, 600), time_steps_mu_per_region=(4.0, 30.0))
+    df = simulate_market(config, seed=5).to_dataframe()
+    steps = df.groupby(["region_id", "region_store_id"], observed=True).size()
+    for region, mu in enumerate(config.time_steps_mu_per_region):
+        n, p = negative_binomial_n_p(mu, config.time_steps_alpha)
+        sd = float(stats.nbinom(n, p).std())
+        assert_mean(steps.loc[region].to_numpy(), mu + config.min_time_steps, sd, f"history length of region {region}")
+
+
+@pytest.mark.parametrize("log_price", [0.0, 0.4])
+def test_correlated_deviations_recover_the_configured_correlation(log_price):
+    """The sample correlation of the deviation pairs over many regions recovers rho.
+
+    Fisher's transform atanh(r) of the sample correlation of n bivariate Normal pairs is
+    Normal around atanh(rho) with sd 1 / sqrt(n - 3); a distance of z_threshold(1, 1e-3)
+    (3.3) such sds is a false alarm of one in a thousand. The sds are checked the same way
+    (sd of a sample sd: sigma / sqrt(2 (n - 1)), same threshold); each of the six checks of
+    this test has its own one-in-a-thousand false alarm.
+    """
+    n = 4000
+    config = SimulationConfig(n_regions=n, stores_per_region=(2,) * n, time_steps_mu_per_region=(1.0,) * n,
+                              intercept_sd=0.3, elasticity_sd=0.2, region_correlation=-0.6,
+                              deviation_log_price=log_price)
+    market = simulate_market(config, seed=11)
+    income = pd.Series({r.id: r.median_income for r in market.regions})
+    z = z_threshold(1, 1e-3)
+    # at the configured log price: the configured values; at log price 0: the translated ones
+    for at in (log_price, 0.0):
+        dev = market.truth.region_deviation_table(income, at)
+        expected = market.truth.region_deviations(at)
+        r = np.corrcoef(dev["intercept_deviation"], dev["elasticity_deviation"])[0, 1]
+        assert abs(np.arctanh(r) - np.arctanh(expected["rho"])) * np.sqrt(n - 3) < z, (at, r, expected)
+        for col, key in [("intercept_deviation", "sigma_a"), ("elasticity_deviation", "sigma_b")]:
+            se = expected[key] / np.sqrt(2 * (n - 1))
+            assert abs(dev[col].std(ddof=1) - expected[key]) < z * se, (at, col)
+    assert market.truth.region_deviations()["rho"] == -0.6
+
+
+def test_translated_deviations_agree_with_the_models_translation():
+    # region_deviations moves the intercept deviation along the price axis; the models'
+    # to_original_covariance moves a covariance at the mean log price to log price 0
+    truth = simulate_market(SimulationConfig(n_regions=2, intercept_sd=0.3, elasticity_sd=0.2,
+                                             region_correlation=-0.6, deviation_log_price=0.4), seed=1).truth
+    at_centre = truth.region_deviations(0.35)
+    s11, s22 = at_centre["sigma_a"] ** 2, at_centre["sigma_b"] ** 2
+    s12 = at_centre["rho"] * at_centre["sigma_a"] * at_centre["sigma_b"]
+    v11, v12, v22 = to_original_covariance(s11, s12, s22, 0.35)
+    at_zero = truth.region_deviations(0.0)
+    assert np.sqrt(v11) == pytest.approx(at_zero["sigma_a"])
+    assert v12 / np.sqrt(v11 * v22) == pytest.approx(at_zero["rho"])
+    assert truth.region_deviations(0.4) == pytest.approx({"sigma_a": 0.3, "sigma_b": 0.2, "rho": -0.6})
+    # without a correlation, independent deviations at a price of 1 are correlated elsewhere
+    reference = simulate_market(seed=REFERENCE_SEED).truth
+    x = 0.39
+    assert reference.region_deviations(x)["rho"] == pytest.approx(x / np.sqrt(1 + x**2))
+
+
+def test_expected_log_price_matches_scipy():
+    shape, scale = gamma_shape_scale(1.5, 0.25)
+    exact = stats.gamma(shape, scale=scale).expect(np.log)
+    assert expected_log_price(1.5, 0.25) == pytest.approx(exact, rel=1e-9)
+
+
+def test_pooling_scenario_has_a_thin_region_and_correlated_deviations():
+    market = simulate_pooling_market()
+    assert market == simulate_market(POOLING_SCENARIO, seed=POOLING_SEED)
+    df = market.to_dataframe()
+    rows = df.groupby("region_id", observed=True).size()
+    stores = df.groupby("region_id", observed=True)["region_store_id"].nunique()
+    assert rows.idxmin() == POOLING_THIN_REGION and rows.min() <= 16
+    assert stores[POOLING_THIN_REGION] == 2
+    assert rows.drop(POOLING_THIN_REGION).min() >= 5 * rows.min()
+    truth = market.truth
+    assert (truth.intercept_sd, truth.elasticity_sd, truth.region_correlation) == (0.3, 0.3, -0.6)
+    # at the data's mean log price (where the models define rho) the truth is still -0.6
+    at_data = truth.region_deviations(df["log_price"].mean())
+    assert at_data["rho"] == pytest.approx(-0.6, abs=0.01)
+    # the thin region lies off both lines in the direction the correlation expects
+    income = df.groupby("region_id", observed=True)["median_income"].first()
+    thin = truth.region_deviation_table(income).loc[POOLING_THIN_REGION]
+    assert thin["intercept_deviation"] > 0.3 and thin["elasticity_deviation"] < -0.24
 
 
 @pytest.mark.slow
