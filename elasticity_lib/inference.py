@@ -202,8 +202,9 @@ def _nested_draws(rng, data, m_a, m_b, s11, s12, s22, t11, t12, t22, sigma):
 
     Per posterior draw: the regions' (intercept, slope) from their conditional given the
     income lines, the scales and all the stores' data (store effects integrated out);
-    then each store's from its conditional given its region's drawn effect. Returns
-    ``(alpha, beta, alpha_store, beta_store)``; works in blocks of draws like
+    then each store's from its conditional given its region's drawn effect. ``sigma`` has
+    shape ``(chain, draw)``, or ``(chain, draw, store)`` for a residual sd per store.
+    Returns ``(alpha, beta, alpha_store, beta_store)``; works in blocks of draws like
     :func:`_conditional_draws`.
     """
     n_chain, n_draw, n_region = m_a.shape
@@ -221,7 +222,8 @@ def _nested_draws(rng, data, m_a, m_b, s11, s12, s22, t11, t12, t22, sigma):
     for c in range(n_chain):
         for start in range(0, n_draw, step):
             rows = slice(start, start + step)
-            t11_, t12_, t22_, sigma_ = (v[c, rows, None] for v in (t11, t12, t22, sigma))
+            t11_, t12_, t22_ = (v[c, rows, None] for v in (t11, t12, t22))
+            sigma_ = sigma[c, rows] if sigma.ndim == 3 else sigma[c, rows, None]
             info = group_information(stats, m_a[c, rows][:, region_of_store], m_b[c, rows][:, region_of_store],
                                      t11_, t12_, t22_, sigma_)
             sums = []
@@ -250,7 +252,7 @@ def add_group_effects(idata: xr.DataTree, model: pm.Model | ModelSpec, seed=None
     slope are bivariate Normal (the conjugate update of its prior by its statistics), so
     one exact draw per posterior draw gives samples from their joint posterior. For the
     store-level model, regions are drawn first (stores integrated out), then stores given
-    their region's draw.
+    their region's draw, with each store's own residual sd where the model has one.
     """
     spec = model if isinstance(model, ModelSpec) else model_spec(model)
     post = idata["posterior"].dataset
@@ -276,9 +278,10 @@ def add_group_effects(idata: xr.DataTree, model: pm.Model | ModelSpec, seed=None
         zero = np.zeros_like(values("sigma_a"))
         region_cov = to_original_covariance(values("sigma_a") ** 2, zero, values("sigma_b") ** 2, x_c)
         store_cov = to_original_covariance(values("sigma_store_a") ** 2, zero, values("sigma_store_b") ** 2, x_c)
+        # one residual sd, or one per store (noise="by_store")
+        sigma = values("sigma", *(("store",) if "store" in post["sigma"].dims else ()))
         a, b, a_s, b_s = _nested_draws(
-            rng, data, values("alpha_mean", "region"), values("beta_mean", "region"), *region_cov, *store_cov,
-            values("sigma"))
+            rng, data, values("alpha_mean", "region"), values("beta_mean", "region"), *region_cov, *store_cov, sigma)
         new = {"alpha": (("chain", "draw", "region"), a), "beta": (("chain", "draw", "region"), b),
                "alpha_store": (("chain", "draw", "store"), a_s), "beta_store": (("chain", "draw", "store"), b_s)}
     else:

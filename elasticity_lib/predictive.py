@@ -96,7 +96,8 @@ def row_effects(idata: xr.DataTree, group_idx, log_price) -> tuple[xr.DataArray,
     ``group_idx`` holds integer positions into the region (or, for store-level fits,
     store) coordinate and ``log_price`` the matching log prices; both are 1-D arrays of
     the same length or ``DataArray`` objects with the same dims. Returns ``mu`` with dims
-    ``(chain, draw, *row dims)`` and ``sigma`` with dims ``(chain, draw)``.
+    ``(chain, draw, *row dims)`` and ``sigma`` with dims ``(chain, draw)``, or, for a fit
+    with a residual sd per store (``noise="by_store"``), ``(chain, draw, *row dims)``.
     """
     post = _posterior(idata)
     a_name, b_name, dim = _level(post)
@@ -119,6 +120,10 @@ def row_effects(idata: xr.DataTree, group_idx, log_price) -> tuple[xr.DataArray,
     alpha = post[a_name].isel({dim: group_idx}).drop_vars(dim, errors="ignore")
     beta = post[b_name].isel({dim: group_idx}).drop_vars(dim, errors="ignore")
     mu = (alpha + beta * log_price).transpose(*_SAMPLE_DIMS, *group_idx.dims)
+    if dim in sigma.dims:
+        sigma = sigma.isel({dim: group_idx}).drop_vars(dim, errors="ignore").transpose(*_SAMPLE_DIMS, *group_idx.dims)
+    elif set(sigma.dims) != set(_SAMPLE_DIMS):
+        raise ValueError(f"sigma has dims {sigma.dims}: expected (chain, draw) or a residual sd per '{dim}'")
     return mu, sigma
 
 

@@ -96,6 +96,9 @@ def _group_dim(effects: xr.Dataset, dim: str | None) -> str:
 
 def _draw_arrays(effects: xr.Dataset, dim: str):
     """alpha, beta of shape (draws, groups) and sigma of shape (draws, 1)."""
+    if set(effects["sigma"].dims) != set(_SAMPLE_DIMS):
+        raise ValueError(f"sigma has dims {effects['sigma'].dims}: pricing needs one residual sd per draw, "
+                         "(chain, draw); a fit with a residual sd per store has none for a region")
     stack = effects[["alpha", "beta", "sigma"]].as_numpy().stack(sample=_SAMPLE_DIMS)
     # Fortran order: each group's draws are contiguous, for the loops over groups
     a = np.asfortranarray(stack["alpha"].transpose("sample", dim).values)
