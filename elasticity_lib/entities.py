@@ -104,6 +104,12 @@ class SimulationTruth(_Entity):
     Region-level values are indexed by region id, store-level values by the store label
     ``r-{region}_s-{store}``. Population values are the coefficients of the income
     regressions on the original (uncentred) income scale.
+
+    Store intercepts are at log price 0 like the region ones. Store deviations from the
+    region were drawn independently at ``store_deviation_price``: there, a store's log
+    quantity ``intercept + elasticity * log(store_deviation_price)`` deviates from its
+    region's with sd ``store_intercept_sd``, independently of its elasticity deviation
+    (sd ``store_elasticity_sd``).
     """
 
     intercept_base: float
@@ -114,6 +120,7 @@ class SimulationTruth(_Entity):
     elasticity_sd: float
     store_intercept_sd: float
     store_elasticity_sd: float
+    store_deviation_price: float
     noise_sd: float
     region_intercepts: dict[int, float]
     region_elasticities: dict[int, float]

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegative
 
 from .entities import Market, Region, SimulationTruth, Sku, Store, store_label
 
-__all__ = ["SimulationConfig", "simulate_market", "REFERENCE_SEED", "gamma_shape_scale", "negative_binomial_n_p"]
+__all__ = ["SimulationConfig", "simulate_market", "store_deviation_price", "REFERENCE_SEED", "gamma_shape_scale", "negative_binomial_n_p"]
 
 #: Seed of the reference run: the sum of the character codes of its name.
 REFERENCE_SEED = sum(map(ord, "multilevel_elasticities_single_sku"))
@@ -25,6 +25,15 @@ class SimulationConfig(BaseModel):
     + offset``; region intercepts and elasticities are Normal around linear functions of
     income. ``store_intercept_sd`` and ``store_elasticity_sd`` add store deviations around
     the region values (0 in the reference, so all stores of a region share its elasticity).
+
+    Store deviations are drawn independently at the log of ``store_deviation_price``
+    (``None``: ``price_mu``, the typical price), where the three-level model
+    (``store_multilevel``) defines them: ``store_intercept_sd`` is the sd of a store's
+    expected log quantity around its region's at that price, not at a price of 1. A
+    store's intercept at log price 0 is then its region's plus ``u_a -
+    log(store_deviation_price) * u_b``, for independent deviations ``u_a`` and ``u_b``.
+    Drawn independently at log price 0 instead, deviations of sd 0.1 and 0.3 would be
+    correlated about 0.77 at the typical price, a dependence the model assumes away.
     """
 
     # allow_inf_nan=False: an infinite scale or mean is never a valid setting
@@ -48,6 +57,7 @@ class SimulationConfig(BaseModel):
     elasticity_sd: NonNegativeFloat = 0.02
     store_intercept_sd: NonNegativeFloat = 0.0
     store_elasticity_sd: NonNegativeFloat = 0.0
+    store_deviation_price: PositiveFloat | None = None
     price_mu: PositiveFloat = 1.5
     price_sigma: PositiveFloat = 0.25
     noise_sd: PositiveFloat = 0.3
@@ -62,6 +72,11 @@ def negative_binomial_n_p(mu: float, alpha: float) -> tuple[float, float]:
 def gamma_shape_scale(mu: float, sigma: float) -> tuple[float, float]:
     """NumPy's ``(shape, scale)`` for a gamma with mean ``mu`` and standard deviation ``sigma``."""
     return (mu / sigma) ** 2, sigma**2 / mu
+
+
+def store_deviation_price(config: SimulationConfig) -> float:
+    """The price at which store deviations are drawn: ``store_deviation_price``, else ``price_mu``."""
+    return config.price_mu if config.store_deviation_price is None else config.store_deviation_price
 
 
 def simulate_market(config: SimulationConfig | None = None, *, seed: int | np.random.Generator) -> Market:
@@ -86,8 +101,13 @@ def simulate_market(config: SimulationConfig | None = None, *, seed: int | np.ra
     store_region = np.repeat(np.arange(c.n_regions), n_stores)
     n_steps = rng.negative_binomial(*negative_binomial_n_p(c.time_steps_mu, c.time_steps_alpha), size=total_stores)
     n_steps = n_steps + c.min_time_steps
-    store_alpha = alpha[store_region] + rng.normal(0.0, 1.0, size=total_stores) * c.store_intercept_sd
-    store_beta = beta[store_region] + rng.normal(0.0, 1.0, size=total_stores) * c.store_elasticity_sd
+    # deviations independent at the reference log price x_ref: the intercept at log price 0
+    # moves by u_a - x_ref * u_b (with sds 0 both are exactly 0 and stores share their region's)
+    x_ref = float(np.log(store_deviation_price(c)))
+    u_a = rng.normal(0.0, 1.0, size=total_stores) * c.store_intercept_sd
+    u_b = rng.normal(0.0, 1.0, size=total_stores) * c.store_elasticity_sd
+    store_alpha = alpha[store_region] + (u_a - x_ref * u_b)
+    store_beta = beta[store_region] + u_b
 
     n_rows = int(n_steps.sum())
     row_store = np.repeat(np.arange(total_stores), n_steps)
@@ -121,6 +141,7 @@ def simulate_market(config: SimulationConfig | None = None, *, seed: int | np.ra
         elasticity_sd=c.elasticity_sd,
         store_intercept_sd=c.store_intercept_sd,
         store_elasticity_sd=c.store_elasticity_sd,
+        store_deviation_price=store_deviation_price(c),
         noise_sd=c.noise_sd,
         region_intercepts={r: float(alpha[r]) for r in range(c.n_regions)},
         region_elasticities={r: float(beta[r]) for r in range(c.n_regions)},
