@@ -30,7 +30,7 @@ import numpy as np
 import pymc as pm
 
 from elasticity_lib.entities import Market, Region, Sku, Store
-from elasticity_lib.simulation import REFERENCE_SEED, SimulationConfig, simulate_market
+from elasticity_lib.simulation import REFERENCE_SEED, SimulationConfig, simulate_market, store_deviation_price
 
 warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
 
@@ -39,9 +39,11 @@ def reference_simulate(config: SimulationConfig, seed: int) -> Market:
     """The reference's call pattern: ``pm.draw`` once per region quantity and per store series.
 
     Region effects are drawn once per region (the reference drew them at every time step,
-    which only adds calls); store deviations are drawn per store when their sds are positive.
+    which only adds calls); store deviations are drawn per store when their sds are positive,
+    independent at the log of ``store_deviation_price`` as in ``simulate_market``.
     """
     c = config
+    x_ref = float(np.log(store_deviation_price(c)))
     rng = np.random.default_rng(seed)
     regions = []
     store_id = 0
@@ -53,11 +55,14 @@ def reference_simulate(config: SimulationConfig, seed: int) -> Market:
         stores = []
         for _ in range(n_stores):
             n_steps = int(pm.draw(pm.NegativeBinomial.dist(mu=c.time_steps_mu, alpha=c.time_steps_alpha), random_seed=rng)) + c.min_time_steps
-            store_alpha, store_beta = alpha, beta
+            # deviations independent at the reference log price, as in simulate_market
+            dev_a = dev_b = 0.0
             if c.store_intercept_sd > 0:
-                store_alpha = float(pm.draw(pm.Normal.dist(mu=alpha, sigma=c.store_intercept_sd), random_seed=rng))
+                dev_a = float(pm.draw(pm.Normal.dist(mu=0.0, sigma=c.store_intercept_sd), random_seed=rng))
             if c.store_elasticity_sd > 0:
-                store_beta = float(pm.draw(pm.Normal.dist(mu=beta, sigma=c.store_elasticity_sd), random_seed=rng))
+                dev_b = float(pm.draw(pm.Normal.dist(mu=0.0, sigma=c.store_elasticity_sd), random_seed=rng))
+            store_alpha = alpha + dev_a - x_ref * dev_b
+            store_beta = beta + dev_b
             prices = pm.draw(pm.Gamma.dist(mu=c.price_mu, sigma=c.price_sigma), draws=n_steps, random_seed=rng)
             log_q = pm.draw(pm.Normal.dist(mu=store_alpha + store_beta * np.log(prices), sigma=c.noise_sd), random_seed=rng)
             sku = Sku(id=c.item_id, prices=tuple(prices.tolist()), quantities=tuple(np.exp(log_q).tolist()))

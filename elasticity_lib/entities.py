@@ -110,6 +110,12 @@ class SimulationTruth(_Entity):
     ``deviation_log_price`` (0, a price of 1, unless the simulation said otherwise);
     :meth:`region_deviations` restates them at any other log price, such as the mean log
     price at which the models define them.
+
+    Store intercepts are at log price 0 like the region ones. Store deviations from the
+    region were drawn independently at ``store_deviation_price``: there, a store's log
+    quantity ``intercept + elasticity * log(store_deviation_price)`` deviates from its
+    region's with sd ``store_intercept_sd``, independently of its elasticity deviation
+    (sd ``store_elasticity_sd``).
     """
 
     intercept_base: float
@@ -122,6 +128,7 @@ class SimulationTruth(_Entity):
     deviation_log_price: float = 0.0
     store_intercept_sd: float
     store_elasticity_sd: float
+    store_deviation_price: float
     noise_sd: float
     region_intercepts: dict[int, float]
     region_elasticities: dict[int, float]

@@ -305,9 +305,17 @@ class ConvergenceReport:
     worst_rhat: str
     worst_ess_bulk: str
 
-    def ok(self, max_rhat: float = 1.01, min_ess: float = 400) -> bool:
-        """Whether the fit passes the book's gates: no divergences, r_hat and both ESS bounds."""
-        return self.divergences == 0 and self.max_rhat <= max_rhat and self.min_ess_bulk >= min_ess and self.min_ess_tail >= min_ess
+    def ok(self, max_rhat: float = 1.01, min_ess: float = 400, max_divergences: int = 0) -> bool:
+        """Whether the fit passes the book's gates: divergences, r_hat and both ESS bounds.
+
+        At most ``max_divergences`` divergent transitions are allowed (none by default);
+        the command line passes :func:`elasticity_lib.reproducibility.max_divergences` of the
+        number of transitions, a binomial allowance for the odd divergence of a healthy fit.
+        """
+        if max_divergences < 0:
+            raise ValueError(f"max_divergences must be at least 0, got {max_divergences}")
+        return (self.divergences <= max_divergences and self.max_rhat <= max_rhat
+                and self.min_ess_bulk >= min_ess and self.min_ess_tail >= min_ess)
 
     def __str__(self) -> str:
         return (f"divergences: {self.divergences}\nmax r_hat: {self.max_rhat:.3f} ({self.worst_rhat})\n"

@@ -23,8 +23,9 @@ from scipy.special import digamma
 from .entities import Market, Region, SimulationTruth, Sku, Store, store_label
 
 __all__ = [
-    "SimulationConfig", "simulate_market", "REFERENCE_SEED", "gamma_shape_scale", "negative_binomial_n_p",
-    "expected_log_price", "POOLING_SCENARIO", "POOLING_SEED", "POOLING_THIN_REGION", "simulate_pooling_market",
+    "SimulationConfig", "simulate_market", "store_deviation_price", "REFERENCE_SEED", "gamma_shape_scale",
+    "negative_binomial_n_p", "expected_log_price", "POOLING_SCENARIO", "POOLING_SEED", "POOLING_THIN_REGION",
+    "simulate_pooling_market",
 ]
 
 #: Seed of the reference run: the sum of the character codes of its name.
@@ -48,6 +49,15 @@ class SimulationConfig(BaseModel):
     region's number of stores and ``time_steps_mu_per_region`` the mean length of its
     stores' histories (both one value per region), in place of the market-wide draws.
     With the defaults (0, 0, None, None) the market is the reference's, byte for byte.
+
+    Store deviations are drawn independently at the log of ``store_deviation_price``
+    (``None``: ``price_mu``, the typical price), where the three-level model
+    (``store_multilevel``) defines them: ``store_intercept_sd`` is the sd of a store's
+    expected log quantity around its region's at that price, not at a price of 1. A
+    store's intercept at log price 0 is then its region's plus ``u_a -
+    log(store_deviation_price) * u_b``, for independent deviations ``u_a`` and ``u_b``.
+    Drawn independently at log price 0 instead, deviations of sd 0.1 and 0.3 would be
+    correlated about 0.77 at the typical price, a dependence the model assumes away.
     """
 
     # allow_inf_nan=False: an infinite scale or mean is never a valid setting
@@ -71,6 +81,7 @@ class SimulationConfig(BaseModel):
     elasticity_sd: NonNegativeFloat = 0.02
     store_intercept_sd: NonNegativeFloat = 0.0
     store_elasticity_sd: NonNegativeFloat = 0.0
+    store_deviation_price: PositiveFloat | None = None
     price_mu: PositiveFloat = 1.5
     price_sigma: PositiveFloat = 0.25
     noise_sd: PositiveFloat = 0.3
@@ -133,6 +144,11 @@ def _region_effects(c: SimulationConfig, rng: np.random.Generator, income: np.nd
     return line_a + d_a - c.deviation_log_price * d_b, line_b + d_b
 
 
+def store_deviation_price(config: SimulationConfig) -> float:
+    """The price at which store deviations are drawn: ``store_deviation_price``, else ``price_mu``."""
+    return config.price_mu if config.store_deviation_price is None else config.store_deviation_price
+
+
 def simulate_market(config: SimulationConfig | None = None, *, seed: int | np.random.Generator) -> Market:
     """Draw a market from the data generating process of the book.
 
@@ -159,8 +175,13 @@ def simulate_market(config: SimulationConfig | None = None, *, seed: int | np.ra
         steps_mu = np.asarray(c.time_steps_mu_per_region)[store_region]
     n_steps = rng.negative_binomial(*negative_binomial_n_p(steps_mu, c.time_steps_alpha), size=total_stores)
     n_steps = n_steps + c.min_time_steps
-    store_alpha = alpha[store_region] + rng.normal(0.0, 1.0, size=total_stores) * c.store_intercept_sd
-    store_beta = beta[store_region] + rng.normal(0.0, 1.0, size=total_stores) * c.store_elasticity_sd
+    # deviations independent at the reference log price x_ref: the intercept at log price 0
+    # moves by u_a - x_ref * u_b (with sds 0 both are exactly 0 and stores share their region's)
+    x_ref = float(np.log(store_deviation_price(c)))
+    u_a = rng.normal(0.0, 1.0, size=total_stores) * c.store_intercept_sd
+    u_b = rng.normal(0.0, 1.0, size=total_stores) * c.store_elasticity_sd
+    store_alpha = alpha[store_region] + (u_a - x_ref * u_b)
+    store_beta = beta[store_region] + u_b
 
     n_rows = int(n_steps.sum())
     row_store = np.repeat(np.arange(total_stores), n_steps)
@@ -196,6 +217,7 @@ def simulate_market(config: SimulationConfig | None = None, *, seed: int | np.ra
         deviation_log_price=c.deviation_log_price,
         store_intercept_sd=c.store_intercept_sd,
         store_elasticity_sd=c.store_elasticity_sd,
+        store_deviation_price=store_deviation_price(c),
         noise_sd=c.noise_sd,
         region_intercepts={r: float(alpha[r]) for r in range(c.n_regions)},
         region_elasticities={r: float(beta[r]) for r in range(c.n_regions)},

@@ -19,9 +19,9 @@ from elasticity_lib.simulation import SimulationConfig, simulate_market
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--draws", "300", "--tune", "300", "--chains", "2", "--no-progress"]
 # enough draws to pass the convergence gates (ESS >= 400) on the small market
-# A fixed sampler seed: this test checks the command line's workflow on a fit that passes
-# the gates; a three-region market diverges a few times on some seeds (5 in 2,000 draws
-# with ELASTICITY_SAMPLER_SEED=31), which the unconverged-fit test covers separately.
+# A fixed sampler seed, so that the workflow is checked on the same draws every run. A
+# three-region market diverges a few times on some seeds, which the gate allows
+# (cli.allowed_divergences); both sides of the gate are tested with a stand-in sampler below.
 CONVERGING = ["--draws", "1000", "--tune", "1000", "--chains", "2", "--no-progress", "--seed", "4242"]
 CONFIG = SimulationConfig(n_regions=3, stores_mu=3.0, min_stores=2, time_steps_mu=10.0,
                           store_elasticity_sd=0.1)
@@ -82,7 +82,7 @@ def test_good_file_through_the_command_line(tmp_path, good_csv, market):
     assert report["model"] == "multilevel" and report["n_rows"] == len(pd.read_csv(good_csv))
     assert report["sampler"]["draws"] == 1000 and report["sampler"]["chains"] == 2
     assert report["sampler"]["nuts_sampler"] == "numpyro"  # nine regions: a small model
-    assert report["divergences"] == 0
+    assert report["divergences"] <= report["max_divergences"] == 8  # 2 chains of 1,000 draws
     assert set(report) >= {"max_rhat", "min_ess_bulk", "min_ess_tail", "ok"}
     assert report["converged"] and report["ok"] and result["converged"].all()
     assert report["input_format"] == {"separator": ",", "decimal": ".", "renamed_columns": {}}
@@ -604,6 +604,62 @@ def test_an_unconverged_fit_writes_marked_outputs_and_exits_3(tmp_path, flat_reg
     assert report["n_rows"] == len(df) - 2
     assert report["input_format"] == {"separator": ";", "decimal": ",", "renamed_columns": {}}
     assert f"dropped 2 rows with zero sales (--zero-sales drop); rows per store: {label} 2" in captured.out
+
+
+def _fit_with_divergences(n_divergent: int):
+    """A stand-in for the sampler: well-mixed region elasticities and ``n_divergent`` divergences."""
+    import xarray as xr
+
+    def fake_fit(model, progressbar=False, **settings):
+        chains, draws = settings["chains"], settings["draws"]
+        regions = list(model.coords["region"])
+        beta = np.random.default_rng(0).normal(-2.0, 0.1, size=(chains, draws, len(regions)))
+        diverging = np.zeros(chains * draws, dtype=bool)
+        diverging[np.linspace(0, chains * draws - 1, n_divergent).astype(int)] = True
+        post = xr.Dataset({"beta": (("chain", "draw", "region"), beta)},
+                          coords={"chain": np.arange(chains), "draw": np.arange(draws), "region": regions})
+        stats = xr.Dataset({"diverging": (("chain", "draw"), diverging.reshape(chains, draws))})
+        return xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
+
+    return fake_fit
+
+
+@pytest.mark.parametrize("extra", [0, 1], ids=["at the allowance", "one more"])
+def test_divergence_gate_allows_the_binomial_allowance_and_no_more(tmp_path, good_csv, monkeypatch, capsys, extra):
+    # 4 chains of 1,000 draws: max_divergences(4000) = 11 divergences pass (a healthy fit, at
+    # most 1 in 1,000 transitions diverging, shows more with probability 1e-3); 12 fail with
+    # exit status 3. Independent draws keep r_hat and ESS far inside their gates.
+    from elasticity_lib.reproducibility import max_divergences
+
+    allowance = max_divergences(4000)
+    assert allowance == 11
+    monkeypatch.setattr(cli, "fit", _fit_with_divergences(allowance + extra))
+    out = tmp_path / "el.csv"
+    status = main(["fit", str(good_csv), "--out", str(out), "--draws", "1000", "--tune", "10", "--chains", "4",
+                   "--no-progress"])
+    err = capsys.readouterr().err
+    report = json.loads(report_path_for(out).read_text())
+    table = pd.read_csv(out)
+    assert report["divergences"] == allowance + extra and report["max_divergences"] == allowance
+    assert report["max_rhat"] < 1.01 and min(report["min_ess_bulk"], report["min_ess_tail"]) > 2000
+    passed = extra == 0
+    assert status == (cli.EXIT_OK if passed else cli.EXIT_UNCONVERGED)
+    assert report["converged"] is passed and report["ok"] is passed and (table["converged"] == passed).all()
+    assert ("did not converge cleanly" in err) is not passed
+    if not passed:
+        assert f"divergences {allowance + 1}, at most {allowance} allowed" in err
+
+
+def test_divergence_allowance_grows_with_the_number_of_transitions():
+    import xarray as xr
+
+    def trace(chains, draws):
+        return xr.DataTree.from_dict({"sample_stats": xr.Dataset(
+            {"diverging": (("chain", "draw"), np.zeros((chains, draws), dtype=bool))})})
+
+    assert cli.allowed_divergences(trace(2, 1000)) == 8  # 5 divergences in 2,000 draws pass
+    assert cli.allowed_divergences(trace(4, 1000)) == 11
+    assert cli.allowed_divergences(trace(2, 20)) < cli.allowed_divergences(trace(2, 1000))
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["fit", "--help"], ["validate", "--help"]])

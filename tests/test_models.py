@@ -473,6 +473,10 @@ def test_convergence_report_on_well_mixed_draws():
 def test_convergence_report_flags_divergences_and_stuck_chains():
     divergent = convergence_report(fake_trace(np.random.default_rng(1), n_divergent=3))
     assert divergent.divergences == 3 and not divergent.ok()
+    # an allowance of divergences (the command line's binomial gate) passes 3, not 2
+    assert divergent.ok(max_divergences=3) and not divergent.ok(max_divergences=2)
+    with pytest.raises(ValueError, match="max_divergences must be at least 0"):
+        divergent.ok(max_divergences=-1)
     stuck = convergence_report(fake_trace(np.random.default_rng(2), shift=3.0))
     assert stuck.max_rhat > 1.1 and not stuck.ok()
     assert stuck.worst_rhat.startswith("theta") and "y" in stuck.worst_rhat

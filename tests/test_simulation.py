@@ -32,6 +32,7 @@ from elasticity_lib.simulation import (
     negative_binomial_n_p,
     simulate_market,
     simulate_pooling_market,
+    store_deviation_price,
 )
 
 Z = 5.0  # standard errors allowed for each moment check (false alarm < 1e-6 per check)
@@ -75,7 +76,8 @@ def test_defaults_are_the_reference_values():
     assert (c.time_steps_mu, c.time_steps_alpha, c.min_time_steps) == (20.0, 5.0, 2)
     assert (c.intercept_base, c.intercept_income_slope, c.intercept_sd) == (1.0, 0.3, 0.02)
     assert (c.elasticity_base, c.elasticity_income_slope, c.elasticity_sd) == (-0.1, -0.6, 0.02)
-    assert (c.store_intercept_sd, c.store_elasticity_sd) == (0.0, 0.0)
+    assert (c.store_intercept_sd, c.store_elasticity_sd, c.store_deviation_price) == (0.0, 0.0, None)
+    assert store_deviation_price(c) == c.price_mu
     assert (c.price_mu, c.price_sigma, c.noise_sd) == (1.5, 0.25, 0.3)
     assert (c.region_correlation, c.deviation_log_price) == (0.0, 0.0)
     assert (c.stores_per_region, c.time_steps_mu_per_region) == (None, None)
@@ -87,6 +89,8 @@ BAD_CONFIGS = {
     "zero noise sd": ({"noise_sd": 0.0}, r"(?s)noise_sd\n.*greater than 0"),
     "negative region sd": ({"elasticity_sd": -0.01}, r"(?s)elasticity_sd\n.*greater than or equal to 0"),
     "negative store sd": ({"store_intercept_sd": -1.0}, r"(?s)store_intercept_sd\n.*greater than or equal to 0"),
+    "zero store deviation price": ({"store_deviation_price": 0.0}, r"(?s)store_deviation_price\n.*greater than 0"),
+    "infinite store deviation price": ({"store_deviation_price": float("inf")}, r"(?s)store_deviation_price\n.*finite number"),
     "zero regions": ({"n_regions": 0}, r"(?s)n_regions\n.*greater than 0"),
     "zero minimum stores": ({"min_stores": 0}, r"(?s)min_stores\n.*greater than 0"),
     "non-positive price mean": ({"price_mu": 0.0}, r"(?s)price_mu\n.*greater than 0"),
@@ -362,12 +366,60 @@ def region_and_store_effect_checks(regions, stores_, c):
     for dev, sd, what in [(a_dev, c.intercept_sd, "region intercept"), (b_dev, c.elasticity_sd, "region elasticity")]:
         assert_mean(dev, 0.0, sd, what)
         assert abs(dev.std(ddof=1) - sd) < Z * sd / np.sqrt(2 * (n - 1)), what
-    # store effects scatter around their region's effects
-    own = regions.loc[stores_["region_id"]]
-    for col, sd, what in [("intercept", c.store_intercept_sd, "store intercept"), ("elasticity", c.store_elasticity_sd, "store elasticity")]:
-        dev = stores_[col].to_numpy() - own[col].to_numpy()
+    # store effects scatter around their region's effects, the intercept's at the reference price
+    dev_a, dev_b = store_deviations(regions, stores_, c)
+    for dev, sd, what in [(dev_a, c.store_intercept_sd, "store intercept at the reference price"),
+                          (dev_b, c.store_elasticity_sd, "store elasticity")]:
         assert_mean(dev, 0.0, sd, what)
         assert abs(dev.std(ddof=1) - sd) < Z * sd / np.sqrt(2 * (dev.size - 1)), what
+
+
+def store_deviations(regions, stores_, c, log_price=None):
+    """Each store's deviation from its region: log quantity at ``log_price`` (default: the
+    configured reference price, where the deviations are drawn) and elasticity."""
+    x = np.log(store_deviation_price(c)) if log_price is None else log_price
+    own = regions.loc[stores_["region_id"]]
+    dev_b = stores_["elasticity"].to_numpy() - own["elasticity"].to_numpy()
+    dev_a = stores_["intercept"].to_numpy() + x * stores_["elasticity"].to_numpy() - (
+        own["intercept"].to_numpy() + x * own["elasticity"].to_numpy())
+    return dev_a, dev_b
+
+
+def test_store_deviations_are_independent_at_the_reference_price(big):
+    # The three-level model defines store deviations at the mean log price, as independent
+    # intercept and slope deviations; the simulator draws them the same way at log(price_mu).
+    # The sample correlation of n independent pairs has sd 1/sqrt(n), so |r| < Z/sqrt(n)
+    # fails a correct simulator with probability below 1e-6 (about 18,000 stores here).
+    market, _, regions, stores_ = big
+    c = BIG_CONFIG
+    assert c.store_deviation_price is None and market.truth.store_deviation_price == c.price_mu
+    dev_a, dev_b = store_deviations(regions, stores_, c)
+    bound = Z / np.sqrt(dev_a.size)
+    assert abs(np.corrcoef(dev_a, dev_b)[0, 1]) < bound
+    # at log price 0 the same deviations are correlated, -x sd_b / sqrt(sd_a^2 + (x sd_b)^2)
+    # (-0.77 here): a simulator drawing them independently there fails the check above
+    x = np.log(c.price_mu)
+    expected = -x * c.store_elasticity_sd / np.hypot(c.store_intercept_sd, x * c.store_elasticity_sd)
+    at_zero, _ = store_deviations(regions, stores_, c, log_price=0.0)
+    assert abs(np.corrcoef(at_zero, dev_b)[0, 1] - expected) < 0.02
+
+
+@pytest.mark.parametrize("price", [1.0, 3.0])
+def test_store_deviation_price_sets_where_deviations_are_independent(price):
+    c = BIG_CONFIG.model_copy(update={"n_regions": 500, "store_deviation_price": price})
+    market = simulate_market(c, seed=BIG_SEED + 1)
+    assert market.truth.store_deviation_price == price
+    regions = market.truth.region_table()
+    stores_ = market.truth.store_table()
+    stores_["region_id"] = [int(label.split("_")[0][2:]) for label in stores_.index]
+    dev_a, dev_b = store_deviations(regions, stores_, c)
+    assert abs(np.corrcoef(dev_a, dev_b)[0, 1]) < Z / np.sqrt(dev_a.size)
+    assert abs(dev_a.std(ddof=1) - c.store_intercept_sd) < Z * c.store_intercept_sd / np.sqrt(2 * (dev_a.size - 1))
+    # and only the store intercepts move: the region effects and the prices are the same draws
+    base = simulate_market(c.model_copy(update={"store_deviation_price": None}), seed=BIG_SEED + 1)
+    assert base.truth.region_intercepts == market.truth.region_intercepts
+    assert base.truth.store_elasticities == market.truth.store_elasticities
+    np.testing.assert_array_equal(base.to_dataframe()["price"], market.to_dataframe()["price"])
 
 
 def test_region_and_store_effects_have_the_configured_scales(big):
