@@ -12,8 +12,8 @@ The modules mirror the parts of the book:
   :mod:`~elasticity_lib.reporting`: predictions, checks against a known truth, tables;
 - :mod:`~elasticity_lib.plotting` and :mod:`~elasticity_lib.posterior_plots`: figures;
 - :mod:`~elasticity_lib.new_regions`, :mod:`~elasticity_lib.stores`,
-  :mod:`~elasticity_lib.pricing`: predictions for unseen regions, store-level estimates and
-  prices;
+  :mod:`~elasticity_lib.pricing`: predictions for unseen regions and cross-validations that
+  hold out regions, stores or the last weeks, store-level estimates and prices;
 - :mod:`~elasticity_lib.real_data`, :mod:`~elasticity_lib.calibration`,
   :mod:`~elasticity_lib.cli`: the cigarette panel, simulation-based calibration and the
   command line for your own CSV files;

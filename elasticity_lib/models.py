@@ -64,8 +64,8 @@ from .likelihoods import group_information, marginal_group_loglik, normal_group_
 from .prepare import STAT_FIELDS, Centring, GroupStats, ModelData
 
 __all__ = ["MODEL_KINDS", "MIN_REGIONS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec", "build_model", "model_spec",
-           "PRIORS", "spec_attributes", "fitted_kind", "NOISE_MODELS", "ExponentialPrior", "HalfNormalPrior",
-           "ScalePriors"]
+           "PRIORS", "SHARED_FORMS", "spec_attributes", "fitted_kind", "NOISE_MODELS", "ExponentialPrior",
+           "HalfNormalPrior", "ScalePriors"]
 
 ModelKind = Literal["baseline", "multilevel", "correlated", "store_multilevel"]
 Likelihood = Literal["rows", "sufficient", "marginal"]
@@ -83,6 +83,11 @@ DEFAULT_LIKELIHOOD: dict[str, str] = {
     "correlated": "marginal",
     "store_multilevel": "marginal",
 }
+
+#: The (kind, likelihood) forms that ``build_model`` can build with ``shared_data`` and
+#: ``group_weights``, so that one compiled model is refitted on held-out splits of the data.
+SHARED_FORMS: tuple[tuple[str, str], ...] = (("baseline", "sufficient"), ("multilevel", "marginal"),
+                                              ("correlated", "marginal"))
 
 #: Prior hyperparameters of the book, on the scale the models work on: log quantity and
 #: log price centred at their means, income centred at its mean and divided by its sd
@@ -375,7 +380,7 @@ def _baseline(data: ModelData, likelihood: str, centre_income: bool = True, shar
               weights=None) -> None:
     beta = pm.Normal("beta", 0.0, PRIORS["baseline_sd"], dims="region")
     if centre_income:
-        k = data.centring
+        _, k = _centring(data, shared, weights)
         alpha_c = pm.Normal("alpha_centred", 0.0, PRIORS["intercept_sd"], dims="region")
         alpha = pm.Deterministic("alpha", k.log_quantity + alpha_c - k.log_price * beta, dims="region")
     else:
@@ -384,7 +389,9 @@ def _baseline(data: ModelData, likelihood: str, centre_income: bool = True, shar
     if likelihood == "rows":
         _row_likelihood(data, alpha, beta, sigma, data.region_idx)
     elif likelihood == "sufficient":
-        _sufficient_likelihood(data.region_stats, alpha, beta, sigma)
+        stats = _group_stats(data.region_stats, "region", shared)
+        loglik = normal_group_loglik(pt, stats, alpha, beta, sigma)
+        pm.Potential("loglik", _weighted_sum(loglik, weights, "region", shared))
     else:
         raise ValueError("the baseline model has no group-level prior to marginalise: use 'rows' or 'sufficient'")
 
@@ -439,7 +446,8 @@ def _multilevel(data: ModelData, likelihood: str, centre_income: bool = True, sh
 
 def _correlated(data: ModelData, likelihood: str, centre_income: bool = True, shared: bool = False,
                 weights=None) -> None:
-    m_alpha, m_beta, x_c = _income_lines(data, centre=centre_income)
+    centring = _centring(data, shared, weights) if centre_income else None
+    m_alpha, m_beta, x_c = _income_lines(data, centre=centre_income, centring=centring)
     chol, corr, stds = pm.LKJCholeskyCov(
         "chol_region", n=2, eta=PRIORS["lkj_eta"],
         sd_dist=pm.HalfNormal.dist(PRIORS["correlated_region_sd"], shape=2), compute_corr=True,
@@ -450,9 +458,10 @@ def _correlated(data: ModelData, likelihood: str, centre_income: bool = True, sh
     sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
     if likelihood == "marginal":
         cov = chol @ chol.T
-        stats = _as_tensor_stats(data.region_stats)
+        stats = _group_stats(data.region_stats, "region", shared)
         s11, s12, s22 = to_original_covariance(cov[0, 0], cov[0, 1], cov[1, 1], x_c)
-        pm.Potential("loglik", marginal_group_loglik(pt, stats, m_alpha, m_beta, s11, s12, s22, sigma).sum())
+        loglik = marginal_group_loglik(pt, stats, m_alpha, m_beta, s11, s12, s22, sigma)
+        pm.Potential("loglik", _weighted_sum(loglik, weights, "region", shared))
         return
     z = pm.Normal("z", 0.0, 1.0, dims=("region", "effect"))
     dev = z @ chol.T
@@ -531,13 +540,14 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
         :data:`REFERENCE_PRIORS` and deviations at log price 0, kept for benchmarks and
         comparisons. It is a different prior, so a different posterior.
     shared_data
-        Hold the region statistics (``stat_n``, ``stat_mx``, ...) and the centred incomes
-        as ``pm.Data``, so that a compiled model can be refitted on other data of the same
-        shape (multilevel model, marginal form).
+        Hold the region statistics (``stat_n``, ``stat_mx``, ...), the centring constants
+        and the centred incomes as ``pm.Data``, so that a compiled model can be refitted
+        on other data of the same shape (the region-level models in their fast forms:
+        :data:`SHARED_FORMS`).
     group_weights
         One weight per region multiplying its log-likelihood term (``group_weight``,
         shared with ``shared_data``): a region with weight 0 contributes nothing, so the
-        fit is the fit without its rows (multilevel model, marginal form).
+        fit is the fit without its rows (the forms of :data:`SHARED_FORMS`).
     noise
         ``"common"`` (one residual sd) or, for ``store_multilevel`` only, ``"by_store"``:
         a residual sd per store from a log-normal population (:data:`NOISE_MODELS`). The
@@ -556,9 +566,9 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")
     if not isinstance(data, ModelData):
         raise TypeError(f"data must be ModelData from prepare_data, got {type(data).__name__}")
-    if (shared_data or group_weights is not None) and (kind, likelihood) != ("multilevel", "marginal"):
-        raise ValueError("shared_data and group_weights apply to the multilevel model's marginal form only, "
-                         f"not to kind={kind!r} with likelihood={likelihood!r}")
+    if (shared_data or group_weights is not None) and (kind, likelihood) not in SHARED_FORMS:
+        raise ValueError("shared_data and group_weights apply to the region-level models' fast forms only "
+                         f"{list(SHARED_FORMS)}, not to kind={kind!r} with likelihood={likelihood!r}")
     if group_weights is not None:
         group_weights = np.asarray(group_weights, dtype=float)
         if group_weights.shape != (data.n_regions,) or not np.isfinite(group_weights).all() or (group_weights < 0).any():

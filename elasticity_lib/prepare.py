@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, fields
+from dataclasses import replace as dataclass_replace
 from functools import cached_property
 
 import numpy as np
@@ -368,10 +369,12 @@ class Centring:
         """Row means of log price and log quantity, mean and sd of the region incomes.
 
         ``weights`` (one per region) restricts the constants to the regions with a
-        positive weight, so that a fit without some regions is centred on its own data.
+        positive weight, so that a fit without some regions is centred on its own data;
+        by default these are the regions with rows (all of them, for data from
+        :func:`prepare_data`; not all for a :meth:`ModelData.subset`).
         An income scale of zero (every region has the same income) is replaced by 1.
         """
-        keep = np.ones(len(income), dtype=bool) if weights is None else np.asarray(weights) > 0
+        keep = np.asarray(stats.n) > 0 if weights is None else np.asarray(weights) > 0
         n = stats.n[keep]
         total = n.sum()
         inc = np.asarray(income, dtype=float)[keep]
@@ -440,6 +443,26 @@ class ModelData:
     def store_stats(self) -> GroupStats:
         """Sufficient statistics of each store's rows (computed once)."""
         return GroupStats.from_arrays(self.store_idx, self.log_price, self.log_quantity, self.n_stores)
+
+    def subset(self, rows) -> ModelData:
+        """The same market restricted to some rows: the data a held-out split fits on.
+
+        ``rows`` is a boolean mask over the rows (length :attr:`n_obs`). Regions and stores
+        keep their coordinates and their order even when none of their rows is left, so that
+        results on the subset line up with the full data; such a region has zero rows in
+        :attr:`region_stats`, and :attr:`centring` leaves it (and its income) out, as
+        :func:`prepare_data` of the reduced table would. Row coordinates are renumbered.
+        """
+        rows = np.asarray(rows)
+        if rows.dtype != bool or rows.shape != (self.n_obs,):
+            raise ValueError(f"rows must be a boolean mask of length {self.n_obs} (one per row), "
+                             f"got dtype {rows.dtype} and shape {rows.shape}")
+        if not rows.any():
+            raise ValueError("rows selects no row; a subset needs at least one")
+        coords = {**self.coords, "obs": list(range(int(rows.sum())))}
+        return dataclass_replace(self, table=self.table[rows], coords=coords, region_idx=self.region_idx[rows],
+                                 store_idx=self.store_idx[rows], log_price=self.log_price[rows],
+                                 log_quantity=self.log_quantity[rows])
 
     def require_enough_data(self, min_regions: int = 1) -> None:
         """Raise ``ValueError`` naming every shortfall when there is too little data to fit.

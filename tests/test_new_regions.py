@@ -226,6 +226,47 @@ def test_holdout_model_equals_the_multilevel_model_without_the_region(small_mark
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["baseline", "multilevel", "correlated"])
+@pytest.mark.parametrize("removed", ["region", "stores"])
+def test_shared_model_on_a_subset_equals_the_model_of_the_reduced_table(small_market, kind, removed):
+    """The data a refitter swaps in (statistics, centring, weights of a subset) give the reduced table's density."""
+    from conftest import random_point
+
+    from elasticity_lib.models import SHARED_FORMS
+
+    df = small_market.to_dataframe()
+    full = prepare_data(df)
+    if removed == "region":  # every row of region 1 (the baseline keeps its weight-0 region's prior)
+        keep = (df["region_id"] != 1).to_numpy()
+    else:  # the first two stores of every region, so each region keeps some rows
+        first = df.groupby("region_id")["store_id"].transform(lambda s: s.isin(pd.unique(s)[:2]))
+        keep = ~first.to_numpy()
+    sub = full.subset(keep)
+    likelihood = dict(SHARED_FORMS)[kind]
+    fast = build_model(kind, full, likelihood, shared_data=True, group_weights=np.ones(full.n_regions))
+    weight = (sub.region_stats.n > 0).astype(float)
+    k = sub.centring
+    values = {f"stat_{f}": getattr(sub.region_stats, f) for f in ("n", "mx", "my", "cxx", "cxy", "cyy")}
+    values.update({f"centre_{name}": getattr(k, name) for name in ("log_price", "log_quantity", "income", "income_scale")})
+    values.update(group_weight=weight, income_std=(full.income - k.income) / k.income_scale)
+    pm.set_data({name: value for name, value in values.items() if name in fast.named_vars}, model=fast)
+    reduced = prepare_data(df[keep])
+    assert k == reduced.centring
+    ref = build_model(kind, reduced, likelihood)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        point = random_point(ref, rng)
+        if removed == "region" and kind == "baseline":
+            # the full model also has region 1's parameters, whose (prior) density the reduced model lacks
+            full_point = {name: np.insert(v, 1, 0.3) if np.ndim(v) else v for name, v in point.items()}
+            lost = sum(float(pm.logp(fast[name], np.insert(v, 1, 0.3)).eval()[1])
+                       for name, v in point.items() if np.ndim(v))
+            assert _logp_at(fast, full_point) - lost == pytest.approx(_logp_at(ref, point), rel=1e-10)
+        else:
+            assert _logp_at(fast, point) == pytest.approx(_logp_at(ref, point), rel=1e-10)
+
+
+@pytest.mark.slow
 def test_holdout_model_with_all_regions_equals_build_model(small_market):
     data = prepare_data(small_market.to_dataframe())
     fast = build_model("multilevel", data, "marginal", shared_data=True, group_weights=np.ones(data.n_regions))
@@ -241,6 +282,7 @@ def refitter():
 
 
 def test_refitter_is_reproducible_and_checks_its_input(small_market, refitter):
+    assert refitter.kind == "multilevel" and refitter.sample_kwargs["target_accept"] == 0.9
     data = prepare_data(small_market.to_dataframe())
     a = refitter.fit(data, 1, seed=5)
     b = refitter.fit(data, 1, seed=5)
@@ -301,26 +343,181 @@ def test_the_kind_is_read_from_the_fit_when_not_given():
         predict_regions(idata, {"new": 4.0}, seed=1)
 
 
-def test_leave_region_out_scores_each_region_from_its_income(small_market, refitter):
+def _brute_force_elpd(data, idata, held_out):
+    """sum_i log mean_s Normal(y_i | alpha_s[r_i] + beta_s[r_i] x_i, sigma_s), written out row by row."""
     from scipy.special import logsumexp
 
+    post = idata["posterior"]
+    total = 0.0
+    for i in np.flatnonzero(held_out):
+        j = data.region_idx[i]
+        a = post["alpha"].isel(region=j).values.ravel()
+        b = post["beta"].isel(region=j).values.ravel()
+        s = post["sigma"].values.ravel()
+        logp = -0.5 * ((data.log_quantity[i] - a - b * data.log_price[i]) / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi)
+        total += logsumexp(logp) - np.log(len(a))
+    return total
+
+
+def test_leave_region_out_scores_each_region_from_its_income(small_market, refitter):
     from elasticity_lib.new_regions import leave_region_out
     from elasticity_lib.reproducibility import sampler_seed
 
     data = prepare_data(small_market.to_dataframe())
     scores = leave_region_out(data, refitter=refitter)
-    assert list(scores.index) == list(data.coords["region"])
-    assert scores["rows"].sum() == data.n_obs
-    assert np.isfinite(scores["elpd"]).all() and (scores["mcse"] > 0).all()
-    # region 0 by brute force, from the same seeded refit and prediction
-    region, j = data.coords["region"][0], 0
-    held = refitter.fit(data, region, seed=sampler_seed(f"loro_fit_{region}"))
-    eff = new_region_draws(held, {"held_out": data.income[j]}, seed=sampler_seed(f"loro_effects_{region}"))
-    a, b = (eff[v].sel(region="held_out").values.ravel() for v in ("alpha", "beta"))
-    s = held["posterior"]["sigma"].values.ravel()
-    rows = data.region_idx == j
-    x, y = data.log_price[rows], data.log_quantity[rows]
-    logp = -0.5 * ((y[None, :] - a[:, None] - b[:, None] * x[None, :]) / s[:, None]) ** 2 \
-        - np.log(s[:, None]) - 0.5 * np.log(2 * np.pi)
-    expected = (logsumexp(logp, axis=0) - np.log(len(a))).sum()
-    assert scores.loc[region, "elpd"] == pytest.approx(expected, rel=1e-9)
+    assert list(scores.folds.index) == [f"region {r}" for r in data.coords["region"]]
+    assert scores.folds["rows"].sum() == data.n_obs and scores.unit == "region"
+    assert np.isfinite(scores.folds["elpd"]).all() and (scores.folds["mcse"] > 0).all()
+    assert scores.elpd == pytest.approx(scores.folds["elpd"].sum())
+    # region 0 by brute force, from the same seeded refit and draws of its effects
+    label, held_out = "region 0", data.region_idx == 0
+    held = refitter.fit_rows(data, ~held_out, seed=sampler_seed(f"loro_fit_{label}"),
+                             effects_seed=sampler_seed(f"loro_effects_{label}"))
+    assert scores.folds.loc[label, "elpd"] == pytest.approx(_brute_force_elpd(data, held, held_out), rel=1e-9)
+    # a region without rows is predicted from its income: its effects follow the new-region distribution
+    new = new_region_draws(held, {"held_out": data.income[0]}, seed=4).sel(region="held_out")
+    for var in ("alpha", "beta"):
+        ours, theirs = held["posterior"][var].isel(region=0).values.ravel(), new[var].values.ravel()
+        tol = 5 * np.sqrt((ours.var() + theirs.var()) / len(ours) * 4)  # generous for autocorrelated draws
+        assert ours.mean() == pytest.approx(theirs.mean(), abs=tol)
+        assert ours.std() == pytest.approx(theirs.std(), rel=0.25)
+    with pytest.raises(ValueError, match="no population distribution"):
+        leave_region_out(data, kind="baseline")
+    with pytest.raises(ValueError, match="not the correlated model"):
+        leave_region_out(data, kind="correlated", refitter=refitter)
+
+
+@pytest.mark.slow
+def test_leave_store_out_predicts_a_store_from_its_region(small_market):
+    from elasticity_lib.new_regions import leave_store_out, store_folds
+    from elasticity_lib.reproducibility import sampler_seed
+
+    data = prepare_data(small_market.to_dataframe())
+    refitter = HoldoutRefitter(draws=300, tune=300, chains=2, kind="baseline")
+    scores = leave_store_out(data, kind="baseline", n_folds=3, fold_seed=0, refitter=refitter)
+    assert scores.folds["rows"].sum() == data.n_obs and scores.unit == "store"
+    assert sorted(scores.pointwise["row"]) == list(range(data.n_obs))
+    label, held_out = store_folds(data, 3, seed=0)[1]
+    held = refitter.fit_rows(data, ~held_out, seed=sampler_seed(f"loso_fit_{label}"))
+    assert scores.folds.loc[label, "elpd"] == pytest.approx(_brute_force_elpd(data, held, held_out), rel=1e-9)
+    # the standard error treats stores as the units
+    per_store = scores.pointwise.groupby("store")["elpd"].sum()
+    assert scores.se == pytest.approx(np.sqrt(len(per_store) * per_store.var(ddof=1)))
+
+
+def test_time_holdout_predicts_the_last_steps_from_the_past(small_market, refitter):
+    from elasticity_lib.new_regions import time_holdout, time_holdout_fold
+    from elasticity_lib.reproducibility import sampler_seed
+
+    data = prepare_data(small_market.to_dataframe())
+    scores = time_holdout(data, 3, refitter=refitter)
+    ((label, held_out),) = time_holdout_fold(data, 3)
+    assert scores.folds.loc[label, "rows"] == held_out.sum()
+    held = refitter.fit_rows(data, ~held_out, seed=sampler_seed(f"time_holdout_fit_{label}"),
+                             effects_seed=sampler_seed(f"time_holdout_effects_{label}"))
+    assert scores.elpd == pytest.approx(_brute_force_elpd(data, held, held_out), rel=1e-9)
+
+
+def test_time_holdout_fold_holds_out_each_stores_last_steps(small_market):
+    from elasticity_lib.new_regions import time_holdout_fold
+
+    df = small_market.to_dataframe().sample(frac=1.0, random_state=0)  # row order must not matter
+    data = prepare_data(df)
+    steps = data.table["time_step"].to_numpy()
+    for k, min_train in ((1, 2), (3, 2), (10, 5)):
+        ((label, held_out),) = time_holdout_fold(data, k, min_train=min_train)
+        assert label == f"last {k} steps"
+        for s in range(data.n_stores):
+            mine = data.store_idx == s
+            n_held = min(k, max(mine.sum() - min_train, 0))
+            assert held_out[mine].sum() == n_held
+            if n_held:  # the held-out steps are the store's latest ones
+                assert steps[mine & held_out].min() > steps[mine & ~held_out].max()
+
+
+def test_time_holdout_fold_errors(small_market):
+    from elasticity_lib.new_regions import time_holdout_fold
+
+    data = prepare_data(small_market.to_dataframe())
+    for k in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="k must be a whole number"):
+            time_holdout_fold(data, k)
+    with pytest.raises(ValueError, match="min_train must be a whole number"):
+        time_holdout_fold(data, 2, min_train=0)
+    longest = int(np.bincount(data.store_idx).max())
+    with pytest.raises(ValueError, match=f"no store has more than min_train={longest} rows"):
+        time_holdout_fold(data, 2, min_train=longest)
+    without_time = prepare_data(small_market.to_dataframe().drop(columns="time_step"))
+    with pytest.raises(ValueError, match="no 'time_step' column"):
+        time_holdout_fold(without_time, 2)
+
+
+def test_store_folds_deal_whole_stores_across_regions(small_market):
+    from elasticity_lib.new_regions import store_folds
+
+    data = prepare_data(small_market.to_dataframe())
+    exact = store_folds(data)
+    assert len(exact) == data.n_stores and all(m.sum() == (data.store_idx == s).sum() for s, (_, m) in enumerate(exact))
+    folds = store_folds(data, 4, seed=1)
+    masks = np.array([m for _, m in folds])
+    assert (masks.sum(axis=0) == 1).all()  # every row in exactly one fold
+    stores_per_fold = [np.unique(data.store_idx[m]) for m in masks]
+    assert sorted(np.concatenate(stores_per_fold)) == list(range(data.n_stores))  # stores are not split
+    sizes = [len(s) for s in stores_per_fold]
+    assert max(sizes) - min(sizes) <= 1
+    for j in range(data.n_regions):  # a region with at least 4 stores has one in every fold
+        if (data.store_region_idx == j).sum() >= 4:
+            assert all((data.region_idx[m] == j).any() for m in masks)
+    again, other = store_folds(data, 4, seed=1), store_folds(data, 4, seed=2)
+    assert all((a == b).all() for (_, a), (_, b) in zip(folds, again))
+    assert any((a != b).any() for (_, a), (_, b) in zip(folds, other))
+    for bad in (1, data.n_stores + 1, 2.0):
+        with pytest.raises(ValueError, match="n_folds must be a whole number"):
+            store_folds(data, bad, seed=0)
+    with pytest.raises(ValueError, match="needs a seed"):
+        store_folds(data, 3)
+
+
+def _fake_cv(kind, elpd_by_row, stores, mcse=0.1):
+    from elasticity_lib.new_regions import CrossValidation
+
+    pointwise = pd.DataFrame({"row": np.arange(len(elpd_by_row)), "fold": "f", "region": 0, "store": stores,
+                              "elpd": elpd_by_row})
+    folds = pd.DataFrame({"rows": [len(elpd_by_row)], "elpd": [sum(elpd_by_row)], "mcse": [mcse],
+                          "divergences": [0]}, index=pd.Index(["f"], name="fold"))
+    return CrossValidation(kind=kind, pointwise=pointwise, folds=folds, unit="store")
+
+
+def test_compare_cross_validations_differences_per_unit():
+    from elasticity_lib.new_regions import compare_cross_validations
+
+    rng = np.random.default_rng(0)
+    stores = np.repeat(["a", "b", "c", "d", "e"], 3)
+    good = rng.normal(-1.0, 0.5, 15)
+    bad = good - rng.normal(0.3, 0.2, 15)
+    table = compare_cross_validations({"bad": _fake_cv("x", bad, stores, 0.2), "good": _fake_cv("y", good, stores)})
+    assert list(table.index) == ["good", "bad"]
+    d = pd.Series(good - bad).groupby(stores).sum()
+    assert table.loc["bad", "elpd_diff"] == pytest.approx(d.sum())
+    assert table.loc["bad", "dse"] == pytest.approx(np.sqrt(5 * d.var(ddof=1)))
+    assert table.loc["good", "elpd_diff"] == 0 and table.loc["good", "dse"] == 0
+    assert table.loc["bad", "diff_mcse"] == pytest.approx(np.hypot(0.1, 0.2))
+    assert table.loc["good", "se"] == pytest.approx(np.sqrt(5 * pd.Series(good).groupby(stores).sum().var(ddof=1)))
+    with pytest.raises(ValueError, match="do not hold out the same rows"):
+        compare_cross_validations({"good": _fake_cv("y", good, stores), "short": _fake_cv("z", good[:9], stores[:9])})
+
+
+def test_cross_validate_checks_its_folds(small_market):
+    from elasticity_lib.new_regions import cross_validate, region_folds
+
+    data = prepare_data(small_market.to_dataframe())
+    baseline = HoldoutRefitter(kind="baseline")
+    with pytest.raises(ValueError, match="baseline model has no prediction for a region"):
+        cross_validate(data, region_folds(data)[:1], refitter=baseline, unit="region", seed_stream="t")
+    with pytest.raises(ValueError, match="unit must be"):
+        cross_validate(data, region_folds(data), refitter=baseline, unit="week", seed_stream="t")
+    with pytest.raises(ValueError, match="boolean mask"):
+        cross_validate(data, [("none", np.zeros(data.n_obs, dtype=bool))], refitter=baseline, unit="row",
+                       seed_stream="t")
+    with pytest.raises(ValueError, match="refits the kinds"):
+        HoldoutRefitter(kind="store_multilevel")

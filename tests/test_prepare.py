@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from elasticity_lib.prepare import REQUIRED_COLUMNS, GroupStats, ModelData, prepare_data, validate_table
+from elasticity_lib.prepare import REQUIRED_COLUMNS, Centring, GroupStats, ModelData, prepare_data, validate_table
 
 
 def user_table() -> pd.DataFrame:
@@ -418,3 +418,21 @@ def test_dropping_zero_sales_keeps_every_other_rule(breaker, pattern):
 def test_unknown_zero_sales_option_is_rejected(function):
     with pytest.raises(ValueError, match=r"unknown zero_sales 'skip'; choose one of \['error', 'drop'\]"):
         function(user_table(), zero_sales="skip")
+
+
+def test_subset_keeps_groups_and_centres_on_its_rows(small_table):
+    data = prepare_data(small_table)
+    region = data.coords["region"][1]
+    keep = (small_table["region_id"] != region).to_numpy() & (np.arange(len(small_table)) % 3 != 0)
+    sub = data.subset(keep)
+    reduced = prepare_data(small_table[keep])
+    assert sub.coords["region"] == data.coords["region"] and sub.coords["store"] == data.coords["store"]
+    assert sub.n_obs == keep.sum() and sub.region_stats.n[1] == 0
+    # the regions with rows have the statistics, and the subset the centring, of the reduced table
+    np.testing.assert_allclose(np.delete(sub.region_stats.my, 1), reduced.region_stats.my, rtol=1e-12)
+    assert sub.centring == reduced.centring
+    assert data.centring == Centring.of(data.region_stats, data.income, np.ones(data.n_regions))
+    with pytest.raises(ValueError, match="boolean mask of length"):
+        data.subset(np.ones(3, dtype=bool))
+    with pytest.raises(ValueError, match="selects no row"):
+        data.subset(np.zeros(data.n_obs, dtype=bool))
