@@ -55,7 +55,7 @@ from .likelihoods import group_information, marginal_group_loglik, normal_group_
 from .prepare import STAT_FIELDS, Centring, GroupStats, ModelData
 
 __all__ = ["MODEL_KINDS", "MIN_REGIONS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec", "build_model", "model_spec",
-           "PRIORS", "spec_attributes", "fitted_kind"]
+           "PRIORS", "SHARED_DATA_KINDS", "spec_attributes", "fitted_kind"]
 
 ModelKind = Literal["baseline", "multilevel", "correlated", "store_multilevel"]
 Likelihood = Literal["rows", "sufficient", "marginal"]
@@ -65,6 +65,9 @@ LIKELIHOODS: tuple[str, ...] = ("rows", "sufficient", "marginal")
 #: The fewest regions each model can be fitted to: the models that pool regions need two
 #: (see :meth:`~elasticity_lib.prepare.ModelData.require_enough_data`).
 MIN_REGIONS: dict[str, int] = {"baseline": 1, "multilevel": 2, "correlated": 2, "store_multilevel": 2}
+
+#: Models whose marginal form can hold its data as ``pm.Data`` (``build_model(..., shared_data=True)``).
+SHARED_DATA_KINDS: tuple[str, ...] = ("multilevel", "correlated", "store_multilevel")
 
 #: The fast form each model uses by default (chosen by ``benchmarks/inference.py``).
 DEFAULT_LIKELIHOOD: dict[str, str] = {
@@ -319,7 +322,8 @@ def _multilevel(data: ModelData, likelihood: str, centre_income: bool = True, sh
 
 def _correlated(data: ModelData, likelihood: str, centre_income: bool = True, shared: bool = False,
                 weights=None) -> None:
-    m_alpha, m_beta, x_c = _income_lines(data, centre=centre_income)
+    centring = _centring(data, shared) if centre_income else None
+    m_alpha, m_beta, x_c = _income_lines(data, centre=centre_income, centring=centring)
     chol, corr, stds = pm.LKJCholeskyCov(
         "chol_region", n=2, eta=PRIORS["lkj_eta"],
         sd_dist=pm.HalfNormal.dist(PRIORS["correlated_region_sd"], shape=2), compute_corr=True,
@@ -330,7 +334,7 @@ def _correlated(data: ModelData, likelihood: str, centre_income: bool = True, sh
     sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
     if likelihood == "marginal":
         cov = chol @ chol.T
-        stats = _as_tensor_stats(data.region_stats)
+        stats = _group_stats(data.region_stats, "region", shared)
         s11, s12, s22 = to_original_covariance(cov[0, 0], cov[0, 1], cov[1, 1], x_c)
         pm.Potential("loglik", marginal_group_loglik(pt, stats, m_alpha, m_beta, s11, s12, s22, sigma).sum())
         return
@@ -346,7 +350,8 @@ def _correlated(data: ModelData, likelihood: str, centre_income: bool = True, sh
 
 def _store_multilevel(data: ModelData, likelihood: str, centre_income: bool = True, shared: bool = False,
                       weights=None) -> None:
-    m_alpha, m_beta, x_c = _income_lines(data, centre=centre_income)
+    centring = _centring(data, shared) if centre_income else None
+    m_alpha, m_beta, x_c = _income_lines(data, centre=centre_income, centring=centring)
     sigma_a = pm.Exponential("sigma_a", PRIORS["region_sd_rate"])
     sigma_b = pm.Exponential("sigma_b", PRIORS["region_sd_rate"])
     region_of_store = data.store_region_idx
@@ -357,7 +362,7 @@ def _store_multilevel(data: ModelData, likelihood: str, centre_income: bool = Tr
         sigma_store_a = pm.Exponential("sigma_store_a", PRIORS["store_sd_rate"])
         sigma_store_b = pm.Exponential("sigma_store_b", PRIORS["store_sd_rate"])
         sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
-        stats = _as_tensor_stats(data.store_stats)
+        stats = _group_stats(data.store_stats, "store", shared)
         m_a, m_b = m_alpha[region_of_store], m_beta[region_of_store]
         t11, t12, t22 = to_original_covariance(sigma_store_a**2, 0.0, sigma_store_b**2, x_c)
         s11, s12, s22 = to_original_covariance(sigma_a**2, 0.0, sigma_b**2, x_c)
@@ -412,9 +417,10 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
         :data:`REFERENCE_PRIORS` and deviations at log price 0, kept for benchmarks and
         comparisons. It is a different prior, so a different posterior.
     shared_data
-        Hold the region statistics (``stat_n``, ``stat_mx``, ...) and the centred incomes
-        as ``pm.Data``, so that a compiled model can be refitted on other data of the same
-        shape (multilevel model, marginal form).
+        Hold the group statistics (``stat_n``, ``stat_mx``, ...: per region, or per store
+        for ``store_multilevel``), the centring constants and the centred incomes as
+        ``pm.Data``, so that a compiled model can be refitted on other data of the same
+        shape (marginal form of :data:`SHARED_DATA_KINDS`).
     group_weights
         One weight per region multiplying its log-likelihood term (``group_weight``,
         shared with ``shared_data``): a region with weight 0 contributes nothing, so the
@@ -429,8 +435,11 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")
     if not isinstance(data, ModelData):
         raise TypeError(f"data must be ModelData from prepare_data, got {type(data).__name__}")
-    if (shared_data or group_weights is not None) and (kind, likelihood) != ("multilevel", "marginal"):
-        raise ValueError("shared_data and group_weights apply to the multilevel model's marginal form only, "
+    if shared_data and (likelihood != "marginal" or kind not in SHARED_DATA_KINDS):
+        raise ValueError(f"shared_data applies to the marginal form of {list(SHARED_DATA_KINDS)} only, "
+                         f"not to kind={kind!r} with likelihood={likelihood!r}")
+    if group_weights is not None and (kind, likelihood) != ("multilevel", "marginal"):
+        raise ValueError("group_weights apply to the multilevel model's marginal form only, "
                          f"not to kind={kind!r} with likelihood={likelihood!r}")
     if group_weights is not None:
         group_weights = np.asarray(group_weights, dtype=float)
