@@ -64,8 +64,8 @@ from .likelihoods import group_information, marginal_group_loglik, normal_group_
 from .prepare import STAT_FIELDS, Centring, GroupStats, ModelData
 
 __all__ = ["MODEL_KINDS", "MIN_REGIONS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec", "build_model", "model_spec",
-           "PRIORS", "SHARED_FORMS", "spec_attributes", "fitted_kind", "NOISE_MODELS", "ExponentialPrior",
-           "HalfNormalPrior", "ScalePriors"]
+           "PRIORS", "SHARED_FORMS", "WEIGHTED_FORMS", "spec_attributes", "fitted_kind", "NOISE_MODELS",
+           "ExponentialPrior", "HalfNormalPrior", "ScalePriors"]
 
 ModelKind = Literal["baseline", "multilevel", "correlated", "store_multilevel"]
 Likelihood = Literal["rows", "sufficient", "marginal"]
@@ -85,9 +85,13 @@ DEFAULT_LIKELIHOOD: dict[str, str] = {
 }
 
 #: The (kind, likelihood) forms that ``build_model`` can build with ``shared_data`` and
-#: ``group_weights``, so that one compiled model is refitted on held-out splits of the data.
-SHARED_FORMS: tuple[tuple[str, str], ...] = (("baseline", "sufficient"), ("multilevel", "marginal"),
-                                              ("correlated", "marginal"))
+#: per-region ``group_weights``, so that one compiled model is refitted on held-out splits.
+WEIGHTED_FORMS: tuple[tuple[str, str], ...] = (("baseline", "sufficient"), ("multilevel", "marginal"),
+                                                ("correlated", "marginal"))
+#: The forms that ``shared_data=True`` builds (refittable on new data of the same shape):
+#: the region-level ones above, which also take per-region ``group_weights``, and the
+#: three-level model's marginal form (simulation-based calibration refits it).
+SHARED_FORMS: tuple[tuple[str, str], ...] = WEIGHTED_FORMS + (("store_multilevel", "marginal"),)
 
 #: Prior hyperparameters of the book, on the scale the models work on: log quantity and
 #: log price centred at their means, income centred at its mean and divided by its sd
@@ -475,7 +479,8 @@ def _correlated(data: ModelData, likelihood: str, centre_income: bool = True, sh
 
 def _store_multilevel(data: ModelData, likelihood: str, centre_income: bool = True, shared: bool = False,
                       weights=None, scale_priors: dict | None = None, noise: str = "common") -> None:
-    m_alpha, m_beta, x_c = _income_lines(data, centre=centre_income)
+    centring = _centring(data, shared) if centre_income else None
+    m_alpha, m_beta, x_c = _income_lines(data, centre=centre_income, centring=centring)
     sigma_a, sigma_b = _scales(scale_priors, "sigma_a", "sigma_b")
     region_of_store = data.store_region_idx
     if likelihood == "marginal":
@@ -485,7 +490,7 @@ def _store_multilevel(data: ModelData, likelihood: str, centre_income: bool = Tr
         # sigma is one number or one per store: the store terms below are elementwise
         sigma_store_a, sigma_store_b = _scales(scale_priors, "sigma_store_a", "sigma_store_b")
         sigma = _residual_sd(noise)
-        stats = _as_tensor_stats(data.store_stats)
+        stats = _group_stats(data.store_stats, "store", shared)
         m_a, m_b = m_alpha[region_of_store], m_beta[region_of_store]
         t11, t12, t22 = to_original_covariance(sigma_store_a**2, 0.0, sigma_store_b**2, x_c)
         s11, s12, s22 = to_original_covariance(sigma_a**2, 0.0, sigma_b**2, x_c)
@@ -540,10 +545,10 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
         :data:`REFERENCE_PRIORS` and deviations at log price 0, kept for benchmarks and
         comparisons. It is a different prior, so a different posterior.
     shared_data
-        Hold the region statistics (``stat_n``, ``stat_mx``, ...), the centring constants
-        and the centred incomes as ``pm.Data``, so that a compiled model can be refitted
-        on other data of the same shape (the region-level models in their fast forms:
-        :data:`SHARED_FORMS`).
+        Hold the group statistics (``stat_n``, ``stat_mx``, ...: per region, or per store
+        for ``store_multilevel``), the centring constants and the centred incomes as
+        ``pm.Data``, so that a compiled model can be refitted on other data of the same
+        shape (the fast forms of :data:`SHARED_FORMS`).
     group_weights
         One weight per region multiplying its log-likelihood term (``group_weight``,
         shared with ``shared_data``): a region with weight 0 contributes nothing, so the
@@ -566,9 +571,12 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")
     if not isinstance(data, ModelData):
         raise TypeError(f"data must be ModelData from prepare_data, got {type(data).__name__}")
-    if (shared_data or group_weights is not None) and (kind, likelihood) not in SHARED_FORMS:
-        raise ValueError("shared_data and group_weights apply to the region-level models' fast forms only "
-                         f"{list(SHARED_FORMS)}, not to kind={kind!r} with likelihood={likelihood!r}")
+    if shared_data and (kind, likelihood) not in SHARED_FORMS:
+        raise ValueError(f"shared_data applies to the fast forms {list(SHARED_FORMS)} only, "
+                         f"not to kind={kind!r} with likelihood={likelihood!r}")
+    if group_weights is not None and (kind, likelihood) not in WEIGHTED_FORMS:
+        raise ValueError(f"group_weights apply to the region-level fast forms {list(WEIGHTED_FORMS)} only, "
+                         f"not to kind={kind!r} with likelihood={likelihood!r}")
     if group_weights is not None:
         group_weights = np.asarray(group_weights, dtype=float)
         if group_weights.shape != (data.n_regions,) or not np.isfinite(group_weights).all() or (group_weights < 0).any():

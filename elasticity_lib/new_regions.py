@@ -35,7 +35,7 @@ from ._checks import check_probability, posterior_dataset
 from .inference import KIND_SAMPLING, SAMPLING_DEFAULTS, add_group_effects, exact_numba_arithmetic
 from .models import (
     MIN_REGIONS,
-    SHARED_FORMS,
+    WEIGHTED_FORMS,
     SPEC_PREFIX,
     ModelSpec,
     build_model,
@@ -210,7 +210,7 @@ class HoldoutRefitter:
 
     The first fit compiles the model of ``kind`` (``"baseline"``, ``"multilevel"`` or
     ``"correlated"``) in its fast form with shared data and region weights
-    (``build_model(..., shared_data=True, group_weights=...)``, :data:`~elasticity_lib.models.SHARED_FORMS`)
+    (``build_model(..., shared_data=True, group_weights=...)``, :data:`~elasticity_lib.models.WEIGHTED_FORMS`)
     with nutpie (a few seconds); every later call swaps in the statistics of the rows it
     fits on with nutpie's ``with_data`` and only samples. Any market with the same number of
     regions can be refitted. A region without rows to fit on gets weight 0, and log price,
@@ -225,13 +225,13 @@ class HoldoutRefitter:
 
     def __init__(self, draws: int | None = None, tune: int | None = None, chains: int | None = None,
                  target_accept: float | None = None, *, kind: str = "multilevel"):
-        kinds = [k for k, _ in SHARED_FORMS]
+        kinds = [k for k, _ in WEIGHTED_FORMS]
         if kind not in kinds:
             raise ValueError(f"HoldoutRefitter refits the kinds {kinds}, not {kind!r}")
         given = dict(draws=draws, tune=tune, chains=chains, target_accept=target_accept)
         defaults = {**SAMPLING_DEFAULTS, **KIND_SAMPLING.get(kind, {})}
         self.kind = kind
-        self.likelihood = dict(SHARED_FORMS)[kind]
+        self.likelihood = dict(WEIGHTED_FORMS)[kind]
         self.sample_kwargs = {name: defaults[name] if value is None else value for name, value in given.items()}
         self._compiled = None
         self._n_regions: int | None = None

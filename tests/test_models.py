@@ -515,10 +515,12 @@ def test_spec_attributes_are_plain_values(small_data):
 
 
 def test_shared_data_options_are_checked(small_data):
-    with pytest.raises(ValueError, match="fast forms only"):
+    with pytest.raises(ValueError, match="shared_data applies to the fast forms"):
         build_model("baseline", small_data, "rows", shared_data=True)
-    with pytest.raises(ValueError, match="fast forms only"):
-        build_model("store_multilevel", small_data, shared_data=True)
+    with pytest.raises(ValueError, match="shared_data applies to the fast forms"):
+        build_model("correlated", small_data, "rows", shared_data=True)
+    with pytest.raises(ValueError, match="group_weights apply to the region-level fast forms"):
+        build_model("store_multilevel", small_data, group_weights=np.ones(small_data.n_regions))
     with pytest.raises(ValueError, match="one per region"):
         build_model("multilevel", small_data, group_weights=[1.0])
     model = build_model("multilevel", small_data, shared_data=True, group_weights=np.ones(small_data.n_regions))

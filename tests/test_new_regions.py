@@ -232,7 +232,7 @@ def test_shared_model_on_a_subset_equals_the_model_of_the_reduced_table(small_ma
     """The data a refitter swaps in (statistics, centring, weights of a subset) give the reduced table's density."""
     from conftest import random_point
 
-    from elasticity_lib.models import SHARED_FORMS
+    from elasticity_lib.models import WEIGHTED_FORMS
 
     df = small_market.to_dataframe()
     full = prepare_data(df)
@@ -242,7 +242,7 @@ def test_shared_model_on_a_subset_equals_the_model_of_the_reduced_table(small_ma
         first = df.groupby("region_id")["store_id"].transform(lambda s: s.isin(pd.unique(s)[:2]))
         keep = ~first.to_numpy()
     sub = full.subset(keep)
-    likelihood = dict(SHARED_FORMS)[kind]
+    likelihood = dict(WEIGHTED_FORMS)[kind]
     fast = build_model(kind, full, likelihood, shared_data=True, group_weights=np.ones(full.n_regions))
     weight = (sub.region_stats.n > 0).astype(float)
     k = sub.centring
