@@ -35,8 +35,8 @@ from ._checks import check_probability, posterior_dataset
 from .inference import KIND_SAMPLING, SAMPLING_DEFAULTS, add_group_effects, exact_numba_arithmetic
 from .models import (
     MIN_REGIONS,
-    WEIGHTED_FORMS,
     SPEC_PREFIX,
+    WEIGHTED_FORMS,
     ModelSpec,
     build_model,
     fitted_kind,
