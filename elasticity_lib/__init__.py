@@ -9,7 +9,9 @@ The modules mirror the parts of the book:
   their fast likelihoods;
 - :mod:`~elasticity_lib.inference`: fitting with the book's defaults and diagnostics;
 - :mod:`~elasticity_lib.predictive`, :mod:`~elasticity_lib.recovery`,
-  :mod:`~elasticity_lib.reporting`: predictions, checks against a known truth, tables;
+  :mod:`~elasticity_lib.reporting`: predictions and their bands, checks against a known truth, tables;
+- :mod:`~elasticity_lib.summaries` and :mod:`~elasticity_lib.baselines`: the posterior table
+  (mean, sd, HDI or equal-tailed interval) and the per-store least-squares fits;
 - :mod:`~elasticity_lib.plotting` and :mod:`~elasticity_lib.posterior_plots`: figures;
 - :mod:`~elasticity_lib.new_regions`, :mod:`~elasticity_lib.stores`,
   :mod:`~elasticity_lib.pricing`: predictions for unseen regions and cross-validations that
@@ -35,9 +37,9 @@ from .simulation import REFERENCE_SEED, SimulationConfig, simulate_market
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "calibration", "cli", "entities", "inference", "likelihoods", "models", "new_regions", "plotting",
+    "baselines", "calibration", "cli", "entities", "inference", "likelihoods", "models", "new_regions", "plotting",
     "orange_juice", "posterior_plots", "predictive", "prepare", "pricing", "real_data", "recovery", "reporting",
-    "simulation", "stores", "theory",
+    "simulation", "stores", "summaries", "theory",
 }
 _LAZY = {"fit_csv": "cli", "InputError": "cli"}
 

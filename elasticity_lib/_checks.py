@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import xarray as xr
 
 
@@ -25,3 +26,14 @@ def posterior_dataset(idata) -> xr.Dataset:
             raise ValueError("the DataTree has no 'posterior' group")
         return idata["posterior"].to_dataset().as_numpy()
     raise TypeError(f"expected a DataTree from fit() or a posterior Dataset, got {type(idata).__name__}")
+
+
+def check_prices(prices, name: str = "prices", ndim: int = 1) -> np.ndarray:
+    """``prices`` as a float array if it is a non-empty ``ndim``-d array of finite, strictly positive prices.
+
+    The one check of a price grid: a list of prices (``ndim=1``) or a grid per group (``ndim=2``).
+    """
+    prices = np.asarray(prices, dtype=float)
+    if prices.ndim != ndim or prices.size == 0 or not np.all(np.isfinite(prices)) or np.any(prices <= 0):
+        raise ValueError(f"{name} must be a non-empty {ndim}-d array of finite, strictly positive prices")
+    return prices

@@ -389,15 +389,11 @@ class CsvFit:
 
 
 def _interval_stats(draws: xr.DataArray, dim: str) -> pd.DataFrame:
-    import arviz as az
+    # the posterior table with the command line's column names (94% HDI)
+    from .summaries import posterior_table
 
-    hdi = az.hdi(draws, prob=0.94)
-    return pd.DataFrame({
-        "elasticity_mean": draws.mean(("chain", "draw")).to_numpy(),
-        "elasticity_sd": draws.std(("chain", "draw"), ddof=1).to_numpy(),
-        "hdi94_low": hdi.sel(ci_bound="lower").to_numpy(),
-        "hdi94_high": hdi.sel(ci_bound="upper").to_numpy(),
-    }, index=pd.Index(draws[dim].to_numpy(), name=dim))
+    return posterior_table(draws, dim, prob=0.94, interval="hdi").rename(
+        columns={"mean": "elasticity_mean", "sd": "elasticity_sd"})
 
 
 def elasticity_table(idata: xr.DataTree, data: ModelData, report: ConvergenceReport | None = None) -> pd.DataFrame:

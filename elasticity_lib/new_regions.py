@@ -43,7 +43,6 @@ from .models import (
     recorded,
     region_cholesky,
 )
-from .predictive import posterior_predictive_draws, row_effects
 from .prepare import STAT_FIELDS, Centring, ModelData, prepare_data
 from .reproducibility import sampler_seed
 
@@ -51,7 +50,6 @@ __all__ = [
     "PREDICTABLE_KINDS",
     "new_region_draws",
     "predict_regions",
-    "demand_bands",
     "HoldoutRefitter",
     "holdout_coverage",
     "region_folds",
@@ -156,53 +154,6 @@ def predict_regions(idata, new_incomes: Mapping | None = None, *, kind: str | No
     parts = [p.assign_coords(region=[str(r) for r in p["region"].values.tolist()]) for p in parts]
     out = xr.concat(parts, dim="region", join="exact") if len(parts) > 1 else parts[0]
     return out.assign(sigma=post["sigma"])
-
-
-def demand_bands(effects: xr.Dataset, prices, *, prob: float = 0.94, seed=None) -> pd.DataFrame:
-    """Bands of quantity against price, one curve per region, fitted or new.
-
-    ``effects`` holds ``alpha``, ``beta`` (dims chain, draw, region) and ``sigma`` (as
-    returned by :func:`predict_regions`). One row per region and price with
-
-    ``curve_median``, ``curve_lower``, ``curve_upper``
-        median and equal-tailed ``prob`` interval of the median demand curve
-        ``exp(alpha + beta log p)``: the uncertainty about the region's curve;
-    ``pred_lower``, ``pred_upper``
-        the ``prob`` interval of a new period's quantity, ``log q ~ Normal(alpha + beta
-        log p, sigma)`` (one seeded draw per posterior draw);
-    ``expected``
-        the posterior mean of the expected quantity ``exp(alpha + beta log p + sigma^2 / 2)``.
-
-    The draws are made by :mod:`elasticity_lib.predictive`, the same code as the
-    posterior predictive checks of fitted regions.
-    """
-    seed = sampler_seed("demand_bands") if seed is None else seed
-    check_probability(prob)
-    prices = np.asarray(prices, dtype=float)
-    if prices.ndim != 1 or prices.size == 0 or not np.all(np.isfinite(prices)) or np.any(prices <= 0):
-        raise ValueError("prices must be a non-empty 1-d array of finite, strictly positive prices")
-    tree = xr.DataTree.from_dict({"posterior": effects[["alpha", "beta", "sigma"]].as_numpy()})
-    n_regions = effects.sizes["region"]
-    dims = ("grid_region", "price_point")
-    group = xr.DataArray(np.repeat(np.arange(n_regions), prices.size).reshape(n_regions, -1), dims=dims)
-    log_price = xr.DataArray(np.broadcast_to(np.log(prices), group.shape).copy(), dims=dims)
-    mu, sigma = row_effects(tree, group, log_price)
-    draws = posterior_predictive_draws(tree, group, log_price, seed)
-    tail = (1 - prob) / 2
-    curve = np.exp(mu).quantile([tail, 0.5, 1 - tail], dim=_SAMPLE_DIMS).transpose("quantile", *dims).values
-    pred = np.exp(draws).quantile([tail, 1 - tail], dim=_SAMPLE_DIMS).transpose("quantile", *dims).values
-    expected = np.exp(mu + sigma**2 / 2).mean(_SAMPLE_DIMS).transpose(*dims).values
-    regions = effects["region"].values
-    return pd.DataFrame({
-        "region": np.repeat(regions, prices.size),
-        "price": np.tile(prices, n_regions),
-        "curve_median": curve[1].ravel(),
-        "curve_lower": curve[0].ravel(),
-        "curve_upper": curve[2].ravel(),
-        "pred_lower": pred[0].ravel(),
-        "pred_upper": pred[1].ravel(),
-        "expected": expected.ravel(),
-    })
 
 
 class HoldoutRefitter:

@@ -111,14 +111,16 @@ def plot_predictive_bands(bands: xr.Dataset, data: ModelData, *, col_wrap: int =
                           title: str = "Posterior predictive bands of quantity against price") -> Figure:
     """One panel per region: observed sales, the median demand curve and two bands.
 
-    ``bands`` comes from :func:`elasticity_lib.predictive.predictive_bands`. The dark band
+    ``bands`` comes from :func:`elasticity_lib.predictive.predictive_bands` (or from
+    :func:`~elasticity_lib.predictive.quantity_bands` on its price grid). The dark band
     is the uncertainty about the region's demand curve, the light band where a new
     week's quantity is expected to fall (both at the bands' probability).
     """
-    needed = ["price", "median", "curve_lower", "curve_upper", "pred_lower", "pred_upper"]
+    median = "curve_median" if "curve_median" in bands else "median"
+    needed = ["price", median, "curve_lower", "curve_upper", "pred_lower", "pred_upper"]
     missing = [v for v in needed if v not in bands]
     if missing:
-        raise ValueError(f"bands lack variables {missing}; use predictive_bands")
+        raise ValueError(f"bands lack variables {missing}; use predictive_bands or quantity_bands")
     regions = list(bands["region"].values)
     if len(regions) != data.n_regions:
         raise ValueError(f"bands have {len(regions)} regions but the data have {data.n_regions}")
@@ -138,7 +140,7 @@ def plot_predictive_bands(bands: xr.Dataset, data: ModelData, *, col_wrap: int =
                         label=f"{pct}predictive band")
         ax.fill_between(b["price"], b["curve_lower"], b["curve_upper"], color="C0", alpha=0.5,
                         label=f"{pct}band of the curve")
-        ax.plot(b["price"], b["median"], color="C0", lw=1.5, label="median curve")
+        ax.plot(b["price"], b[median], color="C0", lw=1.5, label="median curve")
         ax.scatter(price[mask], quantity[mask], s=6, color="black", alpha=0.6, label="observed")
         ax.set_title(f"region {regions[i]} (income {data.income[i]:.1f}, n={int(mask.sum())})", fontsize=10)
         ax.set_xlabel("price")

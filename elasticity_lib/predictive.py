@@ -26,7 +26,7 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
-from ._checks import check_probability, posterior_dataset
+from ._checks import check_prices, check_probability, posterior_dataset
 from .models import build_model
 from .prepare import ModelData
 from .reproducibility import sampler_seed
@@ -40,6 +40,7 @@ __all__ = [
     "posterior_predictive_draws",
     "add_posterior_predictive",
     "price_grid",
+    "quantity_bands",
     "predictive_bands",
 ]
 
@@ -209,53 +210,95 @@ def price_grid(data: ModelData, n_points: int = 30) -> xr.DataArray:
                         coords={"region": data.coords["region"], "point": np.arange(int(n_points))}, name="price")
 
 
-def predictive_bands(idata: xr.DataTree, data: ModelData, *, n_points: int = 30, prob: float = 0.94,
-                     seed=None) -> xr.Dataset:
-    """Bands of quantity against price per region, from the posterior (seeded).
+def quantity_bands(effects, prices, *, prob: float = 0.94, seed=None) -> xr.Dataset:
+    """Bands of quantity against price, one demand curve per region, fitted or new (seeded).
 
-    On :func:`price_grid` prices, returns a ``Dataset`` with dims ``(region, point)``:
+    ``effects`` is a fit's ``DataTree`` or a posterior ``Dataset`` with region-level
+    ``alpha``, ``beta`` (dims chain, draw, region) and ``sigma``, such as the effects of
+    fitted and new regions from :func:`elasticity_lib.new_regions.predict_regions`.
+    ``prices`` is either one 1-d array of prices shared by every region or a grid per
+    region, a ``DataArray`` with dims ``(region, point)`` such as :func:`price_grid`.
+
+    Returns a ``Dataset`` with dims ``(region, point)`` (``attrs["prob"]`` is ``prob``):
 
     ``price``
-        the grid;
-    ``median``
-        posterior median of the median demand curve ``exp(alpha + beta log p)``;
-    ``curve_lower``, ``curve_upper``
-        the central ``prob`` interval of that curve (uncertainty about the region's
-        demand curve);
+        the prices;
+    ``curve_median``, ``curve_lower``, ``curve_upper``
+        posterior median and equal-tailed ``prob`` interval of the median demand curve
+        ``exp(alpha + beta log p)``: the uncertainty about the region's curve;
     ``pred_lower``, ``pred_upper``
-        the central ``prob`` interval of a new observation's quantity (curve plus noise).
+        the equal-tailed ``prob`` interval of a new period's quantity,
+        ``log q ~ Normal(alpha + beta log p, sigma)`` (one draw per posterior draw, made by
+        :func:`posterior_predictive_draws` with ``seed``): curve plus noise;
+    ``expected``
+        posterior mean of the expected quantity ``exp(alpha + beta log p + sigma^2 / 2)``.
+
+    ``.to_dataframe().reset_index()`` gives one row per region and price. Without a
+    ``seed`` the noise draws use ``sampler_seed("quantity_bands")``.
+    """
+    if seed is None:
+        seed = sampler_seed("quantity_bands")
+    check_probability(prob)
+    post = _posterior(effects)
+    _, _, dim = _level(post)
+    if dim != "region":
+        raise ValueError("quantity_bands works on region-level effects ('alpha', 'beta'), "
+                         "not on store-level ones ('alpha_store', 'beta_store')")
+    _check_sigma(post)
+    post = post[["alpha", "beta", "sigma"]]
+    n_regions = post.sizes["region"]
+    if isinstance(prices, xr.DataArray) and prices.ndim == 2:
+        if set(prices.dims) != {"region", "point"}:
+            raise ValueError(f"a price grid must have dims ('region', 'point'), got {prices.dims}")
+        if prices.sizes["region"] != n_regions:
+            raise ValueError(f"the price grid has {prices.sizes['region']} regions but the effects have {n_regions}")
+        grid = check_prices(prices.transpose("region", "point").values, name="the price grid", ndim=2)
+        points = prices["point"].values if "point" in prices.coords else np.arange(grid.shape[1])
+    else:
+        shared = check_prices(prices)
+        grid = np.broadcast_to(shared, (n_regions, shared.size)).copy()
+        points = np.arange(shared.size)
+    # index with a dimension of another name, then give the result the region coordinate back
+    row_dims = ("grid_region", "point")
+    group = xr.DataArray(np.broadcast_to(np.arange(n_regions)[:, None], grid.shape).copy(), dims=row_dims)
+    log_price = xr.DataArray(np.log(grid), dims=row_dims)
+    mu, sigma = row_effects(post, group, log_price)
+    draws = posterior_predictive_draws(post, group, log_price, seed)
+    tail = (1 - prob) / 2
+    curve = np.exp(mu).quantile([tail, 0.5, 1 - tail], dim=_SAMPLE_DIMS)
+    pred = np.exp(draws).quantile([tail, 1 - tail], dim=_SAMPLE_DIMS)
+    out = xr.Dataset(
+        {
+            "price": (row_dims, grid),
+            "curve_median": curve.isel(quantile=1).drop_vars("quantile"),
+            "curve_lower": curve.isel(quantile=0).drop_vars("quantile"),
+            "curve_upper": curve.isel(quantile=2).drop_vars("quantile"),
+            "pred_lower": pred.isel(quantile=0).drop_vars("quantile"),
+            "pred_upper": pred.isel(quantile=1).drop_vars("quantile"),
+            "expected": np.exp(mu + sigma**2 / 2).mean(_SAMPLE_DIMS).transpose(*row_dims),
+        }
+    )
+    out = out.rename({"grid_region": "region"}).assign_coords(region=post["region"].values, point=points)
+    out.attrs["prob"] = prob
+    return out
+
+
+def predictive_bands(idata: xr.DataTree, data: ModelData, *, n_points: int = 30, prob: float = 0.94,
+                     seed=None) -> xr.Dataset:
+    """:func:`quantity_bands` of a fit on the :func:`price_grid` of each region's observed prices.
+
+    Returns a ``Dataset`` with dims ``(region, point)`` and the variables ``price``,
+    ``median`` (``curve_median`` of :func:`quantity_bands`), ``curve_lower``,
+    ``curve_upper``, ``pred_lower`` and ``pred_upper``, the layout that
+    :func:`~elasticity_lib.posterior_plots.plot_predictive_bands` draws.
 
     Without a ``seed`` the noise draws use ``sampler_seed("predictive_bands")``.
     """
     if seed is None:
         seed = sampler_seed("predictive_bands")
-    check_probability(prob)
     grid = price_grid(data, n_points)
     post = _posterior(idata)
-    _, _, dim = _level(post)
-    if dim != "region":
-        raise ValueError("predictive_bands works on region-level effects ('alpha', 'beta')")
-    if post.sizes["region"] != data.n_regions:
+    if "region" in post.dims and post.sizes["region"] != data.n_regions:
         raise ValueError(f"the posterior has {post.sizes['region']} regions but the data have {data.n_regions}")
-    # index with a dimension of another name, then give the result the region coordinate back
-    row_dims = ("grid_region", "point")
-    group = xr.DataArray(np.broadcast_to(np.arange(data.n_regions)[:, None], grid.shape).copy(), dims=row_dims)
-    log_price = xr.DataArray(np.log(grid.values), dims=row_dims)
-    mu, _ = row_effects(idata, group, log_price)
-    draws = posterior_predictive_draws(idata, group, log_price, seed)
-    q = [(1 - prob) / 2, 0.5, (1 + prob) / 2]
-    curve = np.exp(mu).quantile(q, dim=_SAMPLE_DIMS)
-    pred = np.exp(draws).quantile([q[0], q[2]], dim=_SAMPLE_DIMS)
-    out = xr.Dataset(
-        {
-            "price": grid.rename({"region": "grid_region"}).drop_vars(["grid_region", "point"]),
-            "median": curve.isel(quantile=1).drop_vars("quantile"),
-            "curve_lower": curve.isel(quantile=0).drop_vars("quantile"),
-            "curve_upper": curve.isel(quantile=2).drop_vars("quantile"),
-            "pred_lower": pred.isel(quantile=0).drop_vars("quantile"),
-            "pred_upper": pred.isel(quantile=1).drop_vars("quantile"),
-        }
-    )
-    out = out.rename({"grid_region": "region"}).assign_coords(region=grid["region"], point=grid["point"])
-    out.attrs["prob"] = prob
-    return out
+    bands = quantity_bands(idata, grid, prob=prob, seed=seed)
+    return bands.drop_vars("expected").rename({"curve_median": "median"}).assign_coords(region=grid["region"])

@@ -24,7 +24,7 @@ import pandas as pd
 import xarray as xr
 from scipy.optimize import minimize_scalar
 
-from ._checks import check_probability
+from ._checks import check_prices, check_probability
 
 __all__ = [
     "optimal_price",
@@ -159,9 +159,7 @@ def _log_mean_demand(log_p, a, b, s):
 def expected_profit_curve(effects: xr.Dataset, cost: float, prices, *, dim: str | None = None) -> xr.DataArray:
     """Posterior expected profit ``E[(p - c) E[q | p]]`` on a price grid (dims: group, price)."""
     cost = _check_cost(cost)
-    prices = np.asarray(prices, dtype=float)
-    if prices.ndim != 1 or prices.size == 0 or not np.all(np.isfinite(prices)) or np.any(prices <= 0):
-        raise ValueError("prices must be a non-empty 1-d array of finite, strictly positive prices")
+    prices = check_prices(prices)
     dim = _group_dim(effects, dim)
     a, b, s = _draw_arrays(effects, dim)
     log_p = np.log(prices)

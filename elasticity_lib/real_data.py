@@ -32,10 +32,8 @@ __all__ = [
     "dynamic_ols",
     "cross_section_ols",
     "long_run_elasticity",
-    "per_state_ols",
     "year_share_of_within_variance",
     "average_elasticity",
-    "interval_table",
     "plot_state_elasticities",
 ]
 
@@ -230,18 +228,6 @@ def cross_section_ols(df: pd.DataFrame, year: int = 1992) -> OlsEstimate:
                        n_clusters=int(res.nobs), cov=res.cov_params())
 
 
-def per_state_ols(df: pd.DataFrame) -> pd.DataFrame:
-    """No pooling: a separate least-squares slope of log packs on log real price per state."""
-    import statsmodels.api as sm
-
-    rows = []
-    for state, one in df.groupby("state_abbr", sort=True):
-        x = sm.add_constant(np.log(one["real_price"].to_numpy()))
-        res = sm.OLS(np.log(one["packs"].to_numpy()), x).fit()
-        rows.append((state, one["census_division"].iloc[0], float(res.params[1]), float(res.bse[1]), len(one)))
-    return pd.DataFrame(rows, columns=["state", "division", "elasticity", "se", "n_obs"]).set_index("state")
-
-
 def year_share_of_within_variance(df: pd.DataFrame, column: str) -> float:
     """Share of the within-state variance of ``log(column)`` that common year effects explain.
 
@@ -271,27 +257,14 @@ def average_elasticity(idata, data):
     return per_state.mean("store")
 
 
-def interval_table(draws, dim: str, prob: float = 0.94) -> pd.DataFrame:
-    """Posterior mean, sd and HDI of each element of ``draws`` along ``dim``."""
-    import arviz as az
-
-    hdi = az.hdi(draws, prob=prob)
-    pct = int(round(100 * prob))
-    return pd.DataFrame({
-        "mean": draws.mean(("chain", "draw")).to_numpy(),
-        "sd": draws.std(("chain", "draw"), ddof=1).to_numpy(),
-        f"hdi{pct}_low": hdi.sel(ci_bound="lower").to_numpy(),
-        f"hdi{pct}_high": hdi.sel(ci_bound="upper").to_numpy(),
-    }, index=pd.Index(draws[dim].to_numpy(), name=dim))
-
-
 def plot_state_elasticities(partial: pd.DataFrame, separate: pd.DataFrame, ax=None):
     """State elasticities: separate least squares per state against the three-level model.
 
     No pooling against partial pooling, with 94% intervals, states sorted by division.
 
-    ``partial`` is indexed by state with ``mean``, ``hdi94_low``, ``hdi94_high`` and
-    ``division``; ``separate`` is :func:`per_state_ols`.
+    ``partial`` is indexed by state with ``mean``, ``hdi94_low``, ``hdi94_high`` (a
+    :func:`elasticity_lib.summaries.posterior_table`) and ``division``; ``separate`` is
+    :func:`elasticity_lib.baselines.no_pooling_fits` of the panel, indexed by state.
     """
     import matplotlib.pyplot as plt
 
@@ -300,7 +273,7 @@ def plot_state_elasticities(partial: pd.DataFrame, separate: pd.DataFrame, ax=No
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 10), layout="constrained")
     sep = separate.loc[order]
-    ax.errorbar(sep["elasticity"], y + 0.2, xerr=1.88 * sep["se"], fmt="o", ms=3, color="0.6",
+    ax.errorbar(sep["estimate"], y + 0.2, xerr=1.88 * sep["se"], fmt="o", ms=3, color="0.6",
                 label="separate least squares per state (±1.88 se)")
     part = partial.loc[order]
     ax.errorbar(part["mean"], y - 0.2, xerr=[part["mean"] - part["hdi94_low"], part["hdi94_high"] - part["mean"]],

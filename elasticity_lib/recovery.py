@@ -4,7 +4,7 @@ A 94% credible interval should miss the true value about 6% of the time, so dema
 that *every* interval covers the truth would fail calibrated models by design, and
 asking for nothing would pass broken ones. The helpers here make the criterion explicit:
 
-* :func:`interval_table` lists, per parameter (and coordinate), the truth, the posterior
+* :func:`recovery_table` lists, per parameter (and coordinate), the truth, the posterior
   mean and its highest density interval, and whether the interval covers the truth;
 * :func:`coverage_threshold` is the smallest number of covered intervals out of ``n``
   that a calibrated posterior reaches with high probability (a binomial tail);
@@ -25,24 +25,28 @@ import xarray as xr
 from scipy import stats
 
 from ._checks import check_probability, posterior_dataset
+from .summaries import interval_columns, posterior_table
 
-__all__ = ["interval_table", "coverage_threshold", "JointDistance", "joint_distance", "region_estimates"]
+__all__ = ["recovery_table", "coverage_threshold", "JointDistance", "joint_distance", "region_estimates"]
 
 
 _posterior = posterior_dataset
 _check_prob = check_probability
 
 
-def interval_table(idata: xr.DataTree, truth: Mapping[str, float | Sequence[float]], prob: float = 0.94) -> pd.DataFrame:
+def recovery_table(idata: xr.DataTree, truth: Mapping[str, float | Sequence[float]],
+                   prob: float = 0.94) -> pd.DataFrame:
     """True value, posterior mean and ``prob`` HDI of each parameter, and whether it covers.
 
     ``truth`` maps a posterior variable to its true value: a number for a scalar, or one
     value per coordinate (in coordinate order) for a variable with one dimension such as
-    ``beta`` over regions. Rows are labelled ``name`` or ``name[coord]``.
+    ``beta`` over regions. Rows are labelled ``name`` or ``name[coord]``, with columns
+    ``true``, ``mean``, ``hdi_lower``, ``hdi_upper`` and ``covered``. The means and
+    intervals are those of :func:`elasticity_lib.summaries.posterior_table`.
     """
     prob = _check_prob(prob)
     post = _posterior(idata)
-    rows = []
+    frames = []
     for name, value in truth.items():
         if name not in post:
             raise ValueError(f"unknown posterior variable {name!r}; available: {sorted(post.data_vars)}")
@@ -54,16 +58,17 @@ def interval_table(idata: xr.DataTree, truth: Mapping[str, float | Sequence[floa
         size = da.sizes[extra[0]] if extra else 1
         if true.shape != (size,):
             raise ValueError(f"truth for {name!r} must have {size} value(s), got shape {np.shape(value)}")
-        hdi = az.hdi(da, prob=prob)
-        mean = da.mean(("chain", "draw"))
+        table = posterior_table(da.rename(name), extra[0] if extra else None, prob=prob, interval="hdi")
+        low, high = interval_columns(prob, "hdi")
         labels = [name] if not extra else [f"{name}[{c}]" for c in da[extra[0]].values]
-        lower = np.atleast_1d(hdi.sel(ci_bound="lower").values)
-        upper = np.atleast_1d(hdi.sel(ci_bound="upper").values)
-        for i, label in enumerate(labels):
-            rows.append({"parameter": label, "true": true[i], "mean": float(np.atleast_1d(mean.values)[i]),
-                         "hdi_lower": float(lower[i]), "hdi_upper": float(upper[i]),
-                         "covered": bool(lower[i] <= true[i] <= upper[i])})
-    return pd.DataFrame(rows).set_index("parameter")
+        frames.append(pd.DataFrame({
+            "true": true,
+            "mean": table["mean"].to_numpy(),
+            "hdi_lower": table[low].to_numpy(),
+            "hdi_upper": table[high].to_numpy(),
+            "covered": (table[low].to_numpy() <= true) & (true <= table[high].to_numpy()),
+        }, index=pd.Index(labels, name="parameter")))
+    return pd.concat(frames)
 
 
 def coverage_threshold(n: int, prob: float = 0.94, false_alarm: float = 1e-3) -> int:

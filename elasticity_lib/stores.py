@@ -1,7 +1,8 @@
 """Store-level elasticities: three ways to estimate them and how to score them.
 
 No pooling fits one ordinary least squares regression of log quantity on log price per
-store (statsmodels), with t-intervals. Region-only gives every store the elasticity of its
+store, with t-intervals (:func:`elasticity_lib.baselines.no_pooling_fits`, re-exported
+here). :func:`posterior_estimates` puts any posterior in the same columns. Region-only gives every store the elasticity of its
 region from the two-level model. The three-level model (``store_multilevel``) shrinks
 each store toward its region by an amount learnt from the data. :func:`store_errors`
 and :func:`error_table` compare any of them with the simulated truth.
@@ -13,11 +14,12 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 import xarray as xr
 
 from ._checks import check_probability
+from .baselines import no_pooling_fits
 from .prepare import ModelData
+from .summaries import interval_columns, posterior_table
 
 __all__ = [
     "no_pooling_fits",
@@ -34,63 +36,16 @@ _ESTIMATE_COLUMNS = ["estimate", "lower", "upper"]
 _check_prob = check_probability
 
 
-def no_pooling_fits(data: ModelData, prob: float = 0.94) -> pd.DataFrame:
-    """One OLS regression of log quantity on log price per store, with ``prob`` t-intervals.
+def posterior_estimates(draws: xr.DataArray, prob: float = 0.94, dim: str = "store") -> pd.DataFrame:
+    """Posterior mean and equal-tailed ``prob`` interval of each element of ``dim``.
 
-    Returns one row per store (index: store label, in the order of ``data.coords["store"]``)
-    with the store's region, number of rows, OLS intercept and elasticity, the
-    elasticity's standard error and its equal-tailed t-interval (``lower``, ``upper``).
-    A store with fewer than three rows has no residual degrees of freedom, and one whose
-    price never changes has no slope: both raise a ``ValueError`` naming the stores.
+    The columns ``estimate``, ``lower`` and ``upper`` of :func:`store_errors`, taken from
+    :func:`elasticity_lib.summaries.posterior_table` with ``interval="equal-tailed"``.
     """
     _check_prob(prob)
-    stores = list(data.coords["store"])
-    n = data.store_stats.n
-    too_small = [s for s, k in zip(stores, n) if k < 3]
-    if too_small:
-        raise ValueError(
-            f"stores {too_small[:5]} have fewer than 3 rows: an intercept and a slope leave no "
-            "residual degrees of freedom for an interval"
-        )
-    spread = pd.Series(data.log_price).groupby(data.store_idx).agg(np.ptp).reindex(range(len(stores)))
-    flat = [s for s, c in zip(stores, spread.to_numpy()) if c == 0]
-    if flat:
-        raise ValueError(f"stores {flat[:5]} have a constant price: their elasticity cannot be estimated")
-    rows = []
-    for k, store in enumerate(stores):
-        mask = data.store_idx == k
-        design = sm.add_constant(data.log_price[mask], has_constant="add")
-        res = sm.OLS(data.log_quantity[mask], design).fit()
-        lower, upper = res.conf_int(alpha=1 - prob)[1]
-        rows.append({
-            "store": store,
-            "region": data.coords["region"][data.store_region_idx[k]],
-            "n_obs": int(n[k]),
-            "intercept": float(res.params[0]),
-            "estimate": float(res.params[1]),
-            "se": float(res.bse[1]),
-            "lower": float(lower),
-            "upper": float(upper),
-        })
-    return pd.DataFrame(rows).set_index("store")
-
-
-def posterior_estimates(draws: xr.DataArray, prob: float = 0.94, dim: str = "store") -> pd.DataFrame:
-    """Posterior mean and equal-tailed ``prob`` interval of each element of ``dim``."""
-    _check_prob(prob)
-    if dim not in draws.dims:
-        raise ValueError(f"draws have dims {draws.dims}, not {dim!r}")
-    draws = draws.as_numpy()  # samplers may hand back JAX arrays
-    tail = (1 - prob) / 2
-    q = draws.quantile([tail, 1 - tail], dim=("chain", "draw"))
-    return pd.DataFrame(
-        {
-            "estimate": draws.mean(("chain", "draw")).transpose(dim).values,
-            "lower": q.isel(quantile=0).transpose(dim).values,
-            "upper": q.isel(quantile=1).transpose(dim).values,
-        },
-        index=pd.Index(draws[dim].values.tolist(), name=dim),
-    )
+    table = posterior_table(draws, dim, prob=prob, interval="equal-tailed")
+    low, high = interval_columns(prob, "equal-tailed")
+    return table.rename(columns={"mean": "estimate", low: "lower", high: "upper"})[_ESTIMATE_COLUMNS]
 
 
 def region_only_estimates(region_draws: xr.DataArray, data: ModelData, prob: float = 0.94) -> pd.DataFrame:

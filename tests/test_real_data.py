@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from elasticity_lib.baselines import no_pooling_fits
 from elasticity_lib.prepare import prepare_data
 from elasticity_lib.real_data import (
     average_elasticity,
@@ -14,10 +15,9 @@ from elasticity_lib.real_data import (
     cross_section_ols,
     division_income,
     dynamic_ols,
-    interval_table,
     load_cigar,
     long_run_elasticity,
-    per_state_ols,
+    plot_state_elasticities,
     remove_year_means,
     static_ols,
     year_share_of_within_variance,
@@ -165,12 +165,13 @@ def test_cross_section_matches_the_cigarettes_b_data(cigar):
 
 
 def test_per_state_slopes_are_separate_regressions(cigar):
-    table = per_state_ols(cigar)
+    table = no_pooling_fits(prepare_data(cigar_tidy(cigar)))
+    table.index = [label.split("_s-")[1] for label in table.index]
     assert len(table) == 46 and (table["n_obs"] == 30).all()
     ca = cigar[cigar["state_abbr"] == "CA"]
     slope = np.polyfit(np.log(ca["real_price"]), np.log(ca["packs"]), 1)[0]
-    assert table.loc["CA", "elasticity"] == pytest.approx(slope)
-    assert table.loc["CA", "division"] == "Pacific"
+    assert table.loc["CA", "estimate"] == pytest.approx(slope)
+    assert table.loc["CA", "region"] == "Pacific"
 
 
 def test_year_share_detects_common_and_private_variation():
@@ -202,16 +203,6 @@ def test_average_elasticity_weights_each_state_once():
     assert float(average_elasticity(idata, data).mean()) == 1.0
 
 
-def test_interval_table_contains_the_mean():
-    draws = xr.DataArray(np.random.default_rng(1).normal([0.0, 5.0], 1.0, size=(2, 500, 2)),
-                         dims=("chain", "draw", "g"), coords={"g": ["a", "b"]})
-    table = interval_table(draws, "g")
-    assert list(table.columns) == ["mean", "sd", "hdi94_low", "hdi94_high"]
-    assert (table["hdi94_low"] < table["mean"]).all() and (table["mean"] < table["hdi94_high"]).all()
-    assert table.loc["b", "mean"] == pytest.approx(5.0, abs=0.1)
-    assert table.loc["a", "sd"] == pytest.approx(1.0, abs=0.1)
-
-
 @pytest.mark.parametrize("kind", ["multilevel", "store_multilevel"])
 def test_cigar_models_do_not_depend_on_units(kind):
     """Packs per capita x1000, prices in cents, income in dollars: the same log density."""
@@ -232,3 +223,20 @@ def test_cigar_models_do_not_depend_on_units(kind):
         diffs.append(logp_a(point) - logp_b(point))
     # a constant: the log-Jacobian of the change of units of the data, nothing that moves the posterior
     np.testing.assert_allclose(diffs, diffs[0], atol=1e-6)
+
+
+def test_state_elasticity_figure_reads_the_least_squares_and_posterior_tables():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    partial = pd.DataFrame({"mean": [-0.5, -0.9, -0.2], "hdi94_low": [-0.7, -1.2, -0.4],
+                            "hdi94_high": [-0.3, -0.6, 0.0], "division": ["B", "A", "A"]}, index=["X", "Y", "Z"])
+    separate = pd.DataFrame({"estimate": [-0.4, -1.1, -0.1], "se": [0.1, 0.2, 0.1]}, index=["X", "Y", "Z"])
+    ax = plot_state_elasticities(partial, separate)
+    own, pooled = ax.containers
+    # states sorted by division, then by pooled mean: Y, Z (division A), X (division B)
+    np.testing.assert_allclose(np.asarray(own.lines[0].get_xdata(), dtype=float), [-1.1, -0.1, -0.4])
+    np.testing.assert_allclose(np.asarray(pooled.lines[0].get_xdata(), dtype=float), [-0.9, -0.2, -0.5])
+    plt.close(ax.figure)

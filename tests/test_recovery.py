@@ -9,7 +9,7 @@ import xarray as xr
 from scipy import stats
 from scipy.spatial.distance import mahalanobis
 
-from elasticity_lib.recovery import coverage_threshold, interval_table, joint_distance, region_estimates
+from elasticity_lib.recovery import coverage_threshold, joint_distance, recovery_table, region_estimates
 
 
 def _tree(**variables):
@@ -29,9 +29,9 @@ def normal_fit():
     ), cov
 
 
-def test_interval_table_scalars_and_vectors(normal_fit):
+def test_recovery_table_scalars_and_vectors(normal_fit):
     tree, _ = normal_fit
-    table = interval_table(tree, {"x": 0.5, "beta": [-1.0, -2.5, -3.05]}, prob=0.94)
+    table = recovery_table(tree, {"x": 0.5, "beta": [-1.0, -2.5, -3.05]}, prob=0.94)
     assert list(table.index) == ["x", "beta[10]", "beta[11]", "beta[12]"]
     assert table["covered"].tolist() == [True, True, False, True]
     hdi = az.hdi(tree["posterior"]["beta"], prob=0.94)
@@ -42,14 +42,14 @@ def test_interval_table_scalars_and_vectors(normal_fit):
     assert table.loc["x", "hdi_upper"] == pytest.approx(stats.norm.ppf(0.97), abs=0.1)
 
 
-def test_interval_table_rejects_bad_truth(normal_fit):
+def test_recovery_table_rejects_bad_truth(normal_fit):
     tree, _ = normal_fit
     with pytest.raises(ValueError, match="unknown posterior variable 'z'"):
-        interval_table(tree, {"z": 1.0})
+        recovery_table(tree, {"z": 1.0})
     with pytest.raises(ValueError, match="3 value"):
-        interval_table(tree, {"beta": [1.0, 2.0]})
+        recovery_table(tree, {"beta": [1.0, 2.0]})
     with pytest.raises(ValueError, match="prob"):
-        interval_table(tree, {"x": 0.0}, prob=94)
+        recovery_table(tree, {"x": 0.0}, prob=94)
 
 
 def test_coverage_threshold_is_the_binomial_tail():
