@@ -16,7 +16,9 @@ The modules mirror the parts of the book:
   prices;
 - :mod:`~elasticity_lib.real_data`, :mod:`~elasticity_lib.calibration`,
   :mod:`~elasticity_lib.cli`: the cigarette panel, simulation-based calibration and the
-  command line for your own CSV files.
+  command line for your own CSV files;
+- :mod:`~elasticity_lib.scale` and :mod:`~elasticity_lib.outofcore`: one model per category on
+  a Dask cluster, and sufficient statistics of data larger than memory.
 
 Submodules that pull in plotting or statistics libraries are imported on first use
 (``elasticity_lib.pricing`` works after ``import elasticity_lib``).
@@ -34,8 +36,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "calibration", "cli", "entities", "inference", "likelihoods", "models", "new_regions", "plotting",
-    "posterior_plots", "predictive", "prepare", "pricing", "real_data", "recovery", "reporting",
-    "simulation", "stores", "theory",
+    "outofcore", "posterior_plots", "predictive", "prepare", "pricing", "real_data", "recovery", "reporting",
+    "scale", "simulation", "stores", "theory",
 }
 _LAZY = {"fit_csv": "cli", "InputError": "cli"}
 
