@@ -21,6 +21,8 @@ The modules mirror the parts of the book:
   command line for your own CSV files;
 - :mod:`~elasticity_lib.orange_juice`: the Dominick's orange-juice panel (11 brands, 83
   stores), loaded from a local copy built from the R package bayesm.
+- :mod:`~elasticity_lib.scale` and :mod:`~elasticity_lib.outofcore`: one model per category on
+  a Dask cluster, and sufficient statistics of data larger than memory.
 
 Submodules that pull in plotting or statistics libraries are imported on first use
 (``elasticity_lib.pricing`` works after ``import elasticity_lib``).
@@ -38,8 +40,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "baselines", "calibration", "cli", "entities", "inference", "likelihoods", "models", "new_regions", "plotting",
-    "orange_juice", "posterior_plots", "predictive", "prepare", "pricing", "real_data", "recovery", "reporting",
-    "simulation", "stores", "summaries", "theory",
+    "orange_juice", "outofcore", "posterior_plots", "predictive", "prepare", "pricing", "real_data", "recovery",
+    "reporting", "scale", "simulation", "stores", "summaries", "theory",
 }
 _LAZY = {"fit_csv": "cli", "InputError": "cli"}
 

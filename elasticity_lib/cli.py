@@ -569,6 +569,9 @@ def _parser() -> argparse.ArgumentParser:
     fit_p.add_argument("--no-progress", action="store_true", help="hide the sampler's progress bar")
     sub.add_parser("validate", parents=[table_p], **epilog,
                    help="check a CSV against the tidy schema, and against what --model needs, without fitting")
+    from .scale import add_fit_many_parser
+
+    add_fit_many_parser(sub, epilog)
     return parser
 
 
@@ -615,6 +618,10 @@ def _dropped_zero_sales(data: ModelData, show: int = 5) -> str:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command == "fit-many":
+        from .scale import run_fit_many
+
+        return run_fit_many(parser, args)
     try:
         if args.command == "fit":
             _positive(parser, draws=args.draws, tune=args.tune, chains=args.chains)
