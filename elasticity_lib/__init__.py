@@ -16,6 +16,8 @@ The modules mirror the parts of the book:
 - :mod:`~elasticity_lib.new_regions`, :mod:`~elasticity_lib.stores`,
   :mod:`~elasticity_lib.pricing`: predictions for unseen regions and cross-validations that
   hold out regions, stores or the last weeks, store-level estimates and prices;
+- :mod:`~elasticity_lib.price_setting`, :mod:`~elasticity_lib.instruments`: prices set with an
+  eye on demand, and the controls and instrumental-variable model that recover the elasticity;
 - :mod:`~elasticity_lib.real_data`, :mod:`~elasticity_lib.calibration`,
   :mod:`~elasticity_lib.cli`: the cigarette panel, simulation-based calibration and the
   command line for your own CSV files;
@@ -39,9 +41,10 @@ from .simulation import REFERENCE_SEED, SimulationConfig, simulate_market
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "baselines", "calibration", "cli", "entities", "inference", "likelihoods", "models", "new_regions", "plotting",
-    "orange_juice", "outofcore", "posterior_plots", "predictive", "prepare", "pricing", "real_data", "recovery",
-    "reporting", "scale", "simulation", "stores", "summaries", "theory",
+    "baselines", "calibration", "cli", "entities", "inference", "instruments", "likelihoods", "models",
+    "new_regions", "orange_juice", "outofcore", "plotting", "posterior_plots", "predictive", "prepare",
+    "price_setting", "pricing", "real_data", "recovery", "reporting", "scale", "simulation", "stores", "summaries",
+    "theory",
 }
 _LAZY = {"fit_csv": "cli", "InputError": "cli"}
 

@@ -76,7 +76,7 @@ def random_point(model, rng: np.random.Generator, scale: float = 0.7) -> dict[st
 
 
 #: Fixtures that sample a posterior: every test that uses one is marked ``slow``.
-SAMPLING_FIXTURES = {"two_fits", "rows_fit", "marginal_fit", "sufficient_fit", "store_fit", "refitter", "big"}
+SAMPLING_FIXTURES = {"two_fits", "rows_fit", "marginal_fit", "sufficient_fit", "store_fit", "refitter", "big", "recovery_fits"}
 
 
 def pytest_collection_modifyitems(config, items):
