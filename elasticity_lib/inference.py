@@ -46,7 +46,10 @@ SAMPLING_DEFAULTS: dict = {
 #: half of twenty sampler seeds left sigma_b with a bulk ESS under 400 or an r_hat above
 #: 1.01 on the book's market; with target_accept 0.99 and 4,000 draws per chain the
 #: worst of twenty had an ESS of 1,228 and an r_hat of 1.005.
-KIND_SAMPLING: dict[str, dict] = {"correlated": {"target_accept": 0.99, "draws": 4000}}
+KIND_SAMPLING: dict[str, dict] = {"correlated": {"target_accept": 0.99, "draws": 4000},
+                                  # the store scales of weakly informative promotion columns mix
+                                  # slowly: 1,000 draws per chain left one below 400 bulk ESS
+                                  "multiproduct": {"draws": 2000}}
 
 #: Models whose likelihood has at least this many terms (rows of the row-level form,
 #: groups of the fast forms: stores of the store-level model) are sampled with nutpie
@@ -106,6 +109,8 @@ def likelihood_terms(model: pm.Model) -> int:
         return 0
     if spec.likelihood == "rows":
         return spec.data.n_obs
+    if spec.kind == "multiproduct":
+        return spec.data.n_stores * spec.data.n_products
     return spec.data.n_stores if spec.kind == "store_multilevel" else spec.data.n_regions
 
 
@@ -255,6 +260,10 @@ def add_group_effects(idata: xr.DataTree, model: pm.Model | ModelSpec, seed=None
     their region's draw, with each store's own residual sd where the model has one.
     """
     spec = model if isinstance(model, ModelSpec) else model_spec(model)
+    if spec.kind == "multiproduct":
+        from .products import add_store_effects
+
+        return add_store_effects(idata, spec, seed=seed)
     post = idata["posterior"].dataset
     rng = np.random.default_rng(seed)
     data = spec.data

@@ -63,15 +63,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from .likelihoods import group_information, marginal_group_loglik, normal_group_loglik, outer_marginal_correction
 from .prepare import STAT_FIELDS, Centring, GroupStats, ModelData
 
-__all__ = ["MODEL_KINDS", "MIN_REGIONS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec", "build_model", "model_spec",
-           "PRIORS", "SHARED_FORMS", "WEIGHTED_FORMS", "spec_attributes", "fitted_kind", "NOISE_MODELS",
-           "ExponentialPrior", "HalfNormalPrior", "ScalePriors"]
+__all__ = ["MODEL_KINDS", "PRODUCT_MODEL_KINDS", "MIN_REGIONS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec",
+           "build_model", "model_spec", "PRIORS", "SHARED_FORMS", "WEIGHTED_FORMS", "spec_attributes", "fitted_kind",
+           "NOISE_MODELS", "ExponentialPrior", "HalfNormalPrior", "ScalePriors"]
 
 ModelKind = Literal["baseline", "multilevel", "correlated", "store_multilevel"]
 Likelihood = Literal["rows", "sufficient", "marginal"]
 
 MODEL_KINDS: tuple[str, ...] = ("baseline", "multilevel", "correlated", "store_multilevel")
 LIKELIHOODS: tuple[str, ...] = ("rows", "sufficient", "marginal")
+#: Kinds fitted to many products at once, on :class:`~elasticity_lib.products.ProductData`
+#: (see :mod:`elasticity_lib.products`); their default likelihood is ``"marginal"``.
+PRODUCT_MODEL_KINDS: tuple[str, ...] = ("multiproduct",)
 #: The fewest regions each model can be fitted to: the models that pool regions need two
 #: (see :meth:`~elasticity_lib.prepare.ModelData.require_enough_data`).
 MIN_REGIONS: dict[str, int] = {"baseline": 1, "multilevel": 2, "correlated": 2, "store_multilevel": 2}
@@ -228,6 +231,10 @@ def spec_attributes(spec: ModelSpec) -> dict:
     instead of being told again. Values are strings, numbers and lists only, so the
     result still writes to netCDF or Zarr.
     """
+    if spec.kind in PRODUCT_MODEL_KINDS:
+        from .products import product_spec_attributes
+
+        return product_spec_attributes(spec)
     k = spec.data.centring
     attrs = {"kind": spec.kind, "likelihood": spec.likelihood, "centre_income": int(spec.centre_income),
              "log_price_center": spec.log_price_center, "log_quantity_center": k.log_quantity,
@@ -533,7 +540,10 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
     Parameters
     ----------
     kind
-        One of :data:`MODEL_KINDS`.
+        One of :data:`MODEL_KINDS`, or ``"multiproduct"`` (:data:`PRODUCT_MODEL_KINDS`) on
+        data from :func:`~elasticity_lib.products.prepare_product_data`, which builds
+        :func:`~elasticity_lib.products.build_product_model` (``shared_data`` applies;
+        ``centre_income`` and ``group_weights`` do not).
     data
         Model inputs from :func:`~elasticity_lib.prepare.prepare_data`.
     likelihood
@@ -564,8 +574,14 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
     """
     if not isinstance(centre_income, bool):
         raise ValueError(f"centre_income must be True or False, got {centre_income!r}")
+    if kind in PRODUCT_MODEL_KINDS:
+        from .products import build_product_model
+
+        if group_weights is not None or not centre_income:
+            raise ValueError(f"group_weights and centre_income=False do not apply to kind={kind!r}")
+        return build_product_model(data, likelihood, shared_data=shared_data)
     if kind not in _BUILDERS:
-        raise ValueError(f"unknown model kind {kind!r}; choose one of {list(MODEL_KINDS)}")
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {list(MODEL_KINDS + PRODUCT_MODEL_KINDS)}")
     likelihood = likelihood or DEFAULT_LIKELIHOOD[kind]
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")

@@ -40,6 +40,10 @@ __all__ = [
     "build_orange_juice",
     "store_week_coverage",
     "price_ranges",
+    "CATEGORY_COVARIATES",
+    "CATEGORY_PROMOTIONS",
+    "category_table",
+    "unit_costs",
 ]
 
 #: The 11 brands in bayesm's numbering (``brand`` 1-11 and ``price1``-``price11``), as its
@@ -63,6 +67,17 @@ SIZES_OZ = (64, 96, 64, 64, 64, 96, 64, 64, 64, 64, 128)
 #: The store variables of ``storedemo``, named as bayesm documents them.
 DEMOGRAPHICS = ("AGE60", "EDUC", "ETHNIC", "INCOME", "HHLARGE", "WORKWOM", "HVAL150",
                 "SSTRDIST", "SSTRVOL", "CPDIST5", "CPWVOL5")
+#: The store variables the category model explains price sensitivity with (see
+#: :func:`category_table`): the four classic demographic dimensions (income, education,
+#: ethnicity, household size) and one measure of competition (the mean distance to the
+#: nearest five supermarkets). Over the 83 stores no two of them correlate more than
+#: income and ethnicity do (r = -0.72). The six others are left out because they largely
+#: repeat these (``HVAL150`` correlates 0.89 with ``EDUC``, ``WORKWOM`` 0.55 with it) or
+#: each other, and because every covariate adds one slope per coefficient and brand (44
+#: with two promotion columns), which 83 stores inform only weakly.
+CATEGORY_COVARIATES = ("INCOME", "EDUC", "ETHNIC", "HHLARGE", "CPDIST5")
+#: The promotion columns of :attr:`OrangeJuice.sales` the category model gives a lift each.
+CATEGORY_PROMOTIONS = ("deal", "feature")
 PRICE_COLUMNS = tuple(f"price{k}" for k in range(1, 12))
 YX_COLUMNS = ("store", "brand", "week", "logmove", *PRICE_COLUMNS, "deal", "feat", "profit")
 STOREDEMO_COLUMNS = ("STORE", *DEMOGRAPHICS)
@@ -271,3 +286,46 @@ def price_ranges(oj: OrangeJuice) -> pd.DataFrame:
         out[f"per_carton_{stat}"] = out[f"per_oz_{stat}"] * size
     out.insert(0, "size_oz", size)
     return out.loc[list(BRANDS)]
+
+
+def category_table(oj: OrangeJuice, covariates=CATEGORY_COVARIATES) -> pd.DataFrame:
+    """The long table :func:`~elasticity_lib.products.prepare_product_data` takes, with the chosen store covariates.
+
+    One row per store, week and brand: the columns of :attr:`OrangeJuice.sales` (``price``
+    in dollars per ounce, ``quantity`` in ounces, ``deal``, ``feature``, ``profit``, ...)
+    and the store variables named in ``covariates`` (default :data:`CATEGORY_COVARIATES`)
+    in their own units, one value per store; the model standardises them over stores. The
+    394 absent store-weeks stay absent: every store-week present has all 11 brands, which
+    is what the model needs. Raises ``ValueError`` for a name that is not one of
+    :data:`DEMOGRAPHICS` or that is repeated.
+    """
+    covariates = list(covariates)
+    unknown = [c for c in covariates if c not in DEMOGRAPHICS]
+    if unknown:
+        raise ValueError(f"unknown store variable(s) {unknown}; choose from {list(DEMOGRAPHICS)}")
+    repeated = sorted({c for c in covariates if covariates.count(c) > 1})
+    if repeated:
+        raise ValueError(f"covariates names {repeated} more than once")
+    table = oj.sales.merge(oj.stores[covariates], left_on="store", right_index=True, how="left", validate="m:1")
+    if len(table) != len(oj.sales) or table[covariates].isna().any().any():
+        missing = sorted(set(oj.sales["store"]) - set(oj.stores.index))
+        raise ValueError(f"stores without demographics: {missing}")
+    return table
+
+
+def unit_costs(sales: pd.DataFrame) -> pd.Series:
+    """Unit cost per row, ``price x (1 - profit / 100)``, reading ``profit`` as the gross margin in percent.
+
+    Same units as ``price`` (dollars per ounce). Raises ``ValueError`` naming the rows where
+    the margin is not below 100% (a cost of zero or less) or is missing.
+    """
+    for col in ("price", "profit"):
+        if col not in sales.columns:
+            raise ValueError(f"sales lacks the column {col!r}")
+    profit = pd.to_numeric(sales["profit"], errors="coerce")
+    bad = ~np.isfinite(profit.to_numpy(dtype=float)) | (profit >= 100).to_numpy()
+    if bad.any():
+        cols = [c for c in ("store", "week", "product", "price", "profit") if c in sales.columns]
+        raise ValueError(f"a gross margin must be a number below 100 (percent) to give a positive cost: "
+                         f"{_rows(sales, bad, cols)}")
+    return (sales["price"] * (1 - profit / 100)).rename("unit_cost")

@@ -10,6 +10,13 @@ constant elasticity ``beta < -1`` this is maximised at ``p* = c beta / (1 + beta
 markup rule). When ``beta >= -1`` demand is inelastic: profit grows with price without
 bound and there is no finite optimum; such draws are counted, never turned into NaN or inf.
 
+Many products (:func:`category_optimal_prices`): with constant own- and cross-price
+elasticities ``E`` (row k: sales of product k, column j: price of product j), demand is
+``q_k(p) = q0_k prod_j (p_j / p0_j)^E_kj`` around reference prices ``p0`` and quantities
+``q0``, and the category profit ``sum_k (p_k - c_k) q_k(p)`` is maximised jointly. Pricing
+each product by the markup rule on its own elasticity (:func:`own_price_only_prices`)
+ignores that a higher price of one product sends buyers to its substitutes.
+
 Two ways to pick one price from a posterior:
 
 * plug-in: the optimum at the posterior means of the parameters;
@@ -34,6 +41,10 @@ __all__ = [
     "expected_profit_curve",
     "choose_prices",
     "profit_bands",
+    "category_demand",
+    "category_profit",
+    "category_optimal_prices",
+    "own_price_only_prices",
 ]
 
 _SAMPLE_DIMS = ("chain", "draw")
@@ -247,3 +258,104 @@ def profit_bands(effects: xr.Dataset, cost: float, prices, *, prob: float = 0.94
         "profit_upper": upper.ravel(),
         "expected": mean_curve.values.ravel(),
     })
+
+
+# --- many products ---------------------------------------------------------------------------
+
+
+def _category_inputs(elasticity, cost, base_prices, base_quantities):
+    e = np.asarray(elasticity, dtype=float)
+    if e.ndim != 2 or e.shape[0] != e.shape[1] or not np.all(np.isfinite(e)):
+        raise ValueError(f"elasticity must be a finite square matrix (K, K), got shape {e.shape}")
+    k = e.shape[0]
+    out = [e]
+    for name, v in (("cost", cost), ("base_prices", base_prices), ("base_quantities", base_quantities)):
+        v = np.asarray(v, dtype=float)
+        if v.shape != (k,) or not np.all(np.isfinite(v)) or np.any(v <= 0):
+            raise ValueError(f"{name} must be {k} finite, strictly positive numbers (one per product), got {v}")
+        out.append(v)
+    return out
+
+
+def category_demand(prices, elasticity, base_prices, base_quantities) -> np.ndarray:
+    """Expected quantities ``q0_k prod_j (p_j / p0_j)^E_kj`` of constant-elasticity demand."""
+    e, _, p0, q0 = _category_inputs(elasticity, np.ones(len(base_prices)), base_prices, base_quantities)
+    log_ratio = np.log(np.asarray(prices, dtype=float) / p0)
+    return q0 * np.exp(log_ratio @ e.T)
+
+
+def category_profit(prices, cost, elasticity, base_prices, base_quantities) -> float:
+    """Category profit ``sum_k (p_k - c_k) q_k(p)`` under constant-elasticity demand."""
+    prices = np.asarray(prices, dtype=float)
+    _, c, _, _ = _category_inputs(elasticity, cost, base_prices, base_quantities)
+    return float(((prices - c) * category_demand(prices, elasticity, base_prices, base_quantities)).sum())
+
+
+def _check_bounds(lower, upper, k: int) -> tuple[np.ndarray, np.ndarray]:
+    lower, upper = (np.broadcast_to(np.asarray(v, dtype=float), (k,)).copy() for v in (lower, upper))
+    bad = ~(np.isfinite(lower) & np.isfinite(upper) & (lower > 0) & (lower < upper))
+    if bad.any():
+        raise ValueError(f"price bounds must satisfy 0 < lower < upper (finite) for every product; they do not for "
+                         f"products {np.flatnonzero(bad).tolist()} (lower {lower[bad]}, upper {upper[bad]})")
+    return lower, upper
+
+
+def own_price_only_prices(elasticity, cost, lower=None, upper=None) -> np.ndarray:
+    """The prices an analyst sets ignoring cross-price effects: the markup rule on each own elasticity.
+
+    ``p_k = c_k E_kk / (1 + E_kk)``, moved into ``[lower_k, upper_k]`` when bounds are
+    given (each product's own profit is single-peaked in its price, so that is its best
+    price within the range); raises ``ValueError`` for an own elasticity >= -1.
+    """
+    e = np.asarray(elasticity, dtype=float)
+    if e.ndim != 2 or e.shape[0] != e.shape[1]:
+        raise ValueError(f"elasticity must be a square matrix (K, K), got shape {e.shape}")
+    cost = np.asarray(cost, dtype=float)
+    if cost.shape != (e.shape[0],) or not np.all(np.isfinite(cost)) or np.any(cost <= 0):
+        raise ValueError(f"cost must be {e.shape[0]} finite, strictly positive unit costs, got {cost}")
+    prices = np.array([float(optimal_price(e[k, k], cost[k])) for k in range(e.shape[0])])
+    if (lower is None) != (upper is None):
+        raise ValueError("give both lower and upper price bounds, or neither")
+    if lower is not None:
+        lo, hi = _check_bounds(lower, upper, e.shape[0])
+        prices = np.clip(prices, lo, hi)
+    return prices
+
+
+def category_optimal_prices(elasticity, cost, base_prices, base_quantities, lower, upper) -> np.ndarray:
+    """The price vector that maximises category profit within ``[lower, upper]``.
+
+    Constant-elasticity demand is a local description: with substitutes (a positive
+    cross-price elasticity ``E_kj``), raising product j's price without bound sends
+    ``q_k`` and the category profit to infinity, so the optimum is only meaningful within
+    a range of prices the data have seen (``lower``, ``upper``: one bound per product, or
+    one for all). The profit is maximised in log prices with L-BFGS-B on its analytic
+    gradient ``g_i = p_i q_i + sum_k (p_k - c_k) q_k E_ki``, started from the
+    own-price-only prices, the reference prices and both corners of the range; the best
+    end point is returned. A price on a bound means the data's range, not the
+    elasticities, set it.
+    """
+    from scipy.optimize import minimize
+
+    e, c, p0, q0 = _category_inputs(elasticity, cost, base_prices, base_quantities)
+    lo, hi = _check_bounds(lower, upper, len(c))
+    scale = float((p0 * q0).sum())
+
+    def negative(log_p):
+        p = np.exp(log_p)
+        q = q0 * np.exp((log_p - np.log(p0)) @ e.T)
+        m = (p - c) * q
+        return -m.sum() / scale, -(p * q + e.T @ m) / scale
+
+    own = np.diag(e)
+    starts = [np.clip(p0, lo, hi), lo * 1.0001, hi / 1.0001]
+    if np.all(own < -1):
+        starts.insert(0, own_price_only_prices(e, c, lo, hi))
+    bounds = list(zip(np.log(lo), np.log(hi)))
+    best = None
+    for start in starts:
+        res = minimize(negative, np.log(start), jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 2000})
+        if best is None or res.fun < best.fun:
+            best = res
+    return np.exp(best.x)

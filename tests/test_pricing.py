@@ -155,3 +155,79 @@ def test_log_mean_exp_matches_scipy_and_does_not_overflow():
     x = np.random.default_rng(3).normal(0, 50, size=(500, 4)) + np.array([0.0, 700.0, -700.0, 1000.0])
     np.testing.assert_allclose(_log_mean_exp(x), logsumexp(x, axis=0) - np.log(500), rtol=1e-12)
     assert np.isfinite(_log_mean_exp(x)).all()
+
+
+# --- many products ---------------------------------------------------------------------------
+
+from scipy.optimize import minimize  # noqa: E402
+
+from elasticity_lib.pricing import (  # noqa: E402
+    category_demand,
+    category_optimal_prices,
+    category_profit,
+    own_price_only_prices,
+)
+
+E5 = np.array([[-3.0, 0.4, 0.4, 0.1, 0.1], [0.4, -2.75, 0.4, 0.1, 0.1], [0.4, 0.4, -2.5, 0.1, 0.1],
+               [0.1, 0.1, 0.1, -2.25, -0.3], [0.1, 0.1, 0.1, -0.3, -2.0]])
+C5 = np.array([2.4, 2.1, 1.8, 1.5, 1.2])
+P0 = np.array([4.0, 3.5, 3.0, 2.5, 2.0])
+Q0 = np.array([60.0, 55.0, 50.0, 45.0, 40.0])
+
+
+def test_category_demand_is_constant_elasticity():
+    q = category_demand(P0, E5, P0, Q0)
+    np.testing.assert_allclose(q, Q0)
+    up = P0.copy()
+    up[1] *= 1.01
+    ratio = category_demand(up, E5, P0, Q0) / Q0
+    np.testing.assert_allclose(np.log(ratio) / np.log(1.01), E5[:, 1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("width", [1.2, 1.6, 3.0])
+def test_category_optimum_matches_a_numeric_optimiser(width):
+    """As good as the best of four Powell searches; the same prices where the search is easy.
+
+    In a wide range the profit has several local maxima (pushing one substitute's price to
+    the top of the range pays), and Powell may stop at a worse one: there only the profit
+    is compared.
+    """
+    lo, hi = P0 / width, P0 * width
+    ours = category_optimal_prices(E5, C5, P0, Q0, lo, hi)
+    best = None
+    for start in (P0, lo * 1.01, hi / 1.01, np.sqrt(lo * hi)):
+        res = minimize(lambda p: -category_profit(p, C5, E5, P0, Q0), start, method="Powell",
+                       bounds=list(zip(lo, hi)), options={"xtol": 1e-10, "ftol": 1e-14, "maxiter": 100000})
+        best = res if best is None or res.fun < best.fun else best
+    assert category_profit(ours, C5, E5, P0, Q0) >= -best.fun - 1e-6 * abs(best.fun)
+    if width < 2:
+        np.testing.assert_allclose(ours, best.x, rtol=1e-4)
+    assert np.all(ours >= lo - 1e-12) and np.all(ours <= hi + 1e-12)
+
+
+def test_without_cross_effects_the_optimum_is_the_markup_rule():
+    diag = np.diag(np.diag(E5))
+    ours = category_optimal_prices(diag, C5, P0, Q0, P0 / 10, P0 * 10)
+    np.testing.assert_allclose(ours, own_price_only_prices(diag, C5), rtol=1e-6)
+    np.testing.assert_allclose(own_price_only_prices(E5, C5), C5 * np.diag(E5) / (1 + np.diag(E5)))
+
+
+def test_ignoring_substitutes_underprices_and_earns_less():
+    lo, hi = P0 / 1.6, P0 * 1.6
+    joint = category_optimal_prices(E5, C5, P0, Q0, lo, hi)
+    alone = own_price_only_prices(E5, C5, lo, hi)
+    assert category_profit(joint, C5, E5, P0, Q0) > category_profit(alone, C5, E5, P0, Q0)
+    assert np.all(joint[:3] > alone[:3])           # the premium substitutes are priced higher jointly
+
+
+def test_category_inputs_are_validated():
+    with pytest.raises(ValueError, match="square matrix"):
+        category_optimal_prices(E5[:4], C5, P0, Q0, P0 / 2, P0 * 2)
+    with pytest.raises(ValueError, match="cost must be 5 finite"):
+        category_optimal_prices(E5, -C5, P0, Q0, P0 / 2, P0 * 2)
+    with pytest.raises(ValueError, match="0 < lower < upper"):
+        category_optimal_prices(E5, C5, P0, Q0, P0 * 2, P0 / 2)
+    with pytest.raises(ValueError, match="elasticity must be < -1"):
+        own_price_only_prices(np.array([[-0.5, 0.1], [0.1, -2.0]]), np.ones(2))
+    with pytest.raises(ValueError, match="both lower and upper"):
+        own_price_only_prices(E5, C5, lower=P0)
