@@ -410,7 +410,9 @@ def _baseline(data: ModelData, likelihood: str, centre_income: bool = True, shar
 def _scales(scale_priors: dict | None, *names: str) -> list:
     """The named group scales with their priors (the :data:`PRIORS` exponentials by default)."""
     priors = scale_priors or {}
-    return [priors[n].variable(n) if n in priors else pm.Exponential(n, PRIORS[rate])
+    # np.float64: a Python float such as 20.0 becomes a float32 constant in PyTensor, and its
+    # log in the density is then off by about 1e-7
+    return [priors[n].variable(n) if n in priors else pm.Exponential(n, np.float64(PRIORS[rate]))
             for n, rate in ((n, SCALE_PRIOR_DEFAULTS["store_multilevel"][n]) for n in names)]
 
 
