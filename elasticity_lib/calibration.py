@@ -154,6 +154,33 @@ def _hdi_covers(truth: np.ndarray, draws: np.ndarray, prob: float) -> np.ndarray
     return (truth >= lower) & (truth <= upper)
 
 
+def market_rank_rows(market: int, names, true: np.ndarray, flat: np.ndarray, n_ranked: int) -> list[tuple]:
+    """One simulated market's rows of an SBC rank table.
+
+    Per parameter: its truth, rank among ``n_ranked`` thinned draws, posterior mean and
+    sd, and whether the 50% and 94% equal-tailed and the 94% highest-density intervals
+    cover the truth (``flat``: draws x parameters).
+    """
+    ranks = sbc_rank(true, thin_draws(flat, n_ranked))
+    in50, in94 = interval_covers(true, flat, 0.5), interval_covers(true, flat, 0.94)
+    in94_hdi = _hdi_covers(true, flat, 0.94)
+    mean, sd = flat.mean(axis=0), flat.std(axis=0, ddof=1)
+    return [(market, name, true[k], int(ranks[k]), mean[k], sd[k], bool(in50[k]), bool(in94[k]), bool(in94_hdi[k]))
+            for k, name in enumerate(names)]
+
+
+def sbc_tables(rank_rows: list[tuple], fit_rows: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rank and fit tables of an SBC run.
+
+    The rank table has one row per market and parameter, with its parameter ``group``; the
+    fit table has the divergences and seconds of each market's fit.
+    """
+    ranks = pd.DataFrame(rank_rows, columns=["market", "parameter", "truth", "rank", "post_mean", "post_sd",
+                                             "in50", "in94", "in94_hdi"])
+    ranks["group"] = ranks["parameter"].str.replace(r"\[.*\]$", "", regex=True)
+    return ranks, pd.DataFrame(fit_rows, columns=["market", "divergences", "seconds"])
+
+
 def simulate_prior_markets(design: ModelData, n_markets: int, seed: int,
                            kind: str = "multilevel") -> tuple[pd.DataFrame, np.ndarray]:
     """Draw ``n_markets`` parameter sets and log quantities from the row model's prior predictive.
@@ -265,23 +292,11 @@ def run_sbc(design: ModelData, n_markets: int, *, kind: str = "multilevel", seed
             + [post[name].transpose("chain", "draw", dim).to_numpy().reshape(-1, len(design.coords[dim]))
                for name, dim in target.effects]
         )
-        true = truth.iloc[i].to_numpy(dtype=float)
-        ranks = sbc_rank(true, thin_draws(flat, n_ranked))
-        in50 = interval_covers(true, flat, 0.5)
-        in94 = interval_covers(true, flat, 0.94)
-        in94_hdi = _hdi_covers(true, flat, 0.94)
-        mean, sd = flat.mean(axis=0), flat.std(axis=0, ddof=1)
-        seconds = time.perf_counter() - t0
-        for k, name in enumerate(names):
-            rank_rows.append((i, name, true[k], int(ranks[k]), mean[k], sd[k],
-                              bool(in50[k]), bool(in94[k]), bool(in94_hdi[k])))
-        fit_rows.append((i, int(idata["sample_stats"].dataset["diverging"].sum()), seconds))
+        rank_rows += market_rank_rows(i, names, truth.iloc[i].to_numpy(dtype=float), flat, n_ranked)
+        fit_rows.append((i, int(idata["sample_stats"].dataset["diverging"].sum()), time.perf_counter() - t0))
         if progress is not None:
             progress(i + 1, n_markets)
-    ranks = pd.DataFrame(rank_rows, columns=["market", "parameter", "truth", "rank", "post_mean", "post_sd",
-                                             "in50", "in94", "in94_hdi"])
-    ranks["group"] = ranks["parameter"].str.replace(r"\[.*\]$", "", regex=True)
-    fits = pd.DataFrame(fit_rows, columns=["market", "divergences", "seconds"])
+    ranks, fits = sbc_tables(rank_rows, fit_rows)
     settings = {"kind": kind, "n_markets": n_markets, "seed": seed, "fit_seed": fit_seed, "n_ranked": n_ranked,
                 "draws": draws, "tune": tune, "chains": chains, "target_accept": target_accept, "sampler": "nutpie",
                 "likelihood": "marginal", "n_regions": design.n_regions, "n_stores": design.n_stores,

@@ -642,7 +642,7 @@ def run_iv_sbc(data: ModelData, design: IVDesign, n_markets: int, *, seed: int =
     """
     import nutpie
 
-    from .calibration import SBCResult, _hdi_covers, interval_covers, sbc_rank, thin_draws
+    from .calibration import SBCResult, market_rank_rows, sbc_tables
 
     if n_ranked > draws * chains:
         raise ValueError(f"n_ranked ({n_ranked}) exceeds the number of posterior draws ({draws * chains})")
@@ -669,20 +669,11 @@ def run_iv_sbc(data: ModelData, design: IVDesign, n_markets: int, *, seed: int =
         post = idata["posterior"].dataset
         flat = np.column_stack([post[p].to_numpy().reshape(-1) for p in IV_PARAMETERS]
                                + [post["beta"].sel(region=r).to_numpy().reshape(-1) for r in regions])
-        true = truth.iloc[i].to_numpy()
-        ranks = sbc_rank(true, thin_draws(flat, n_ranked))
-        in50, in94 = interval_covers(true, flat, 0.5), interval_covers(true, flat, 0.94)
-        in94_hdi = _hdi_covers(true, flat, 0.94)
-        for j, name in enumerate(names):
-            rank_rows.append((i, name, true[j], int(ranks[j]), flat[:, j].mean(), flat[:, j].std(ddof=1),
-                              bool(in50[j]), bool(in94[j]), bool(in94_hdi[j])))
+        rank_rows += market_rank_rows(i, names, truth.iloc[i].to_numpy(dtype=float), flat, n_ranked)
         fit_rows.append((i, int(idata["sample_stats"].dataset["diverging"].sum()), time.perf_counter() - t0))
         if progress is not None:
             progress(i + 1, n_markets)
-    ranks = pd.DataFrame(rank_rows, columns=["market", "parameter", "truth", "rank", "post_mean", "post_sd",
-                                             "in50", "in94", "in94_hdi"])
-    ranks["group"] = ranks["parameter"].str.replace(r"\[.*\]$", "", regex=True)
-    fits = pd.DataFrame(fit_rows, columns=["market", "divergences", "seconds"])
+    ranks, fits = sbc_tables(rank_rows, fit_rows)
     settings = {"n_markets": n_markets, "seed": seed, "fit_seed": fit_seed, "n_ranked": n_ranked, "draws": draws,
                 "tune": tune, "chains": chains, "target_accept": SAMPLING_DEFAULTS["target_accept"],
                 "sampler": "nutpie", "model": IV_KIND, "instrument": design.config.instrument,

@@ -378,3 +378,18 @@ def test_instrument_agrees_with_the_naive_model_when_prices_are_exogenous(recove
     lo, hi = rho.quantile([0.0005, 0.9995]).values
     assert lo < 0 < hi
 
+
+
+@pytest.mark.slow
+def test_iv_calibration_run_tabulates_every_market_and_parameter(small_iv_data):
+    from elasticity_lib.instruments import run_iv_sbc
+
+    design = IVDesign.of(small_iv_data, IVConfig())
+    result = run_iv_sbc(small_iv_data, design, 2, seed=3, fit_seed=4, draws=100, tune=100, chains=2, cores=1,
+                        n_ranked=49)
+    ranks, fits = result.ranks, result.fits
+    n_params = ranks["parameter"].nunique()
+    assert len(ranks) == 2 * n_params and sorted(ranks["market"].unique()) == [0, 1]
+    assert ranks["rank"].between(0, 49).all() and (ranks["post_sd"] > 0).all()
+    assert {"beta", "rho"} <= set(ranks["group"])
+    assert list(fits["market"]) == [0, 1] and (fits["seconds"] > 0).all()
