@@ -25,20 +25,24 @@ the stem ``calibration`` for the multilevel model and ``calibration_<kind>`` for
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from environment import load_average, machine, utc_now
 
-from elasticity_lib.calibration import SBC_TARGETS, coverage_table, rank_uniformity_pvalue, run_sbc, study_stem
-from elasticity_lib.prepare import prepare_data
-from elasticity_lib.simulation import REFERENCE_SEED, simulate_market
+from elasticity_lib.data.prepare import prepare_data
+from elasticity_lib.data.simulation import REFERENCE_SEED, simulate_market
+from elasticity_lib.validation.calibration import (
+    SBC_TARGETS,
+    coverage_table,
+    rank_uniformity_pvalue,
+    run_sbc,
+    study_stem,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -54,20 +58,6 @@ STUDIES: dict[str, dict] = {
     "correlated": {"n_markets": 200, "draws": 500, "tune": 500, "chains": 2, "target_accept": 0.99},
     "store_multilevel": {"n_markets": 200, "draws": 500, "tune": 500, "chains": 2, "target_accept": 0.9},
 }
-
-
-def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["processor"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return info
 
 
 def study(kind: str, n_markets: int | None, seed: int, cores: int, out: Path) -> bool:
@@ -100,9 +90,9 @@ def study(kind: str, n_markets: int | None, seed: int, cores: int, out: Path) ->
         "study": f"simulation-based calibration of {model_names[kind]} (marginal form)",
         "kind": kind,
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "machine": machine(),
-        "load_average_at_end": list(os.getloadavg()),
+        "load_average_at_end": load_average(),
         "design": "simulate_market(seed=REFERENCE_SEED): stores, regions, prices and incomes held fixed",
         "settings": result.settings,
         "compile_seconds": round(result.compile_seconds, 2),

@@ -10,7 +10,7 @@ Compares two ways of refitting without region j:
 - rebuild: ``prepare_data`` on the table without region j, ``build_model("multilevel")``
   and ``fit`` (a new model is built and compiled, or loaded from the sampler's cache,
   for every refit);
-- reuse: :class:`elasticity_lib.new_regions.HoldoutRefitter`, which compiles once and
+- reuse: :class:`elasticity_lib.validation.holdout.HoldoutRefitter`, which compiles once and
   swaps the data of later refits with nutpie's ``with_data``.
 
 Prints a table of wall-clock seconds per refit and the posterior mean of b1 of both
@@ -24,11 +24,11 @@ import time
 
 import pandas as pd
 
+from elasticity_lib.data.prepare import prepare_data
+from elasticity_lib.data.simulation import REFERENCE_SEED, simulate_market
 from elasticity_lib.inference import fit
 from elasticity_lib.models import build_model
-from elasticity_lib.new_regions import HoldoutRefitter
-from elasticity_lib.prepare import prepare_data
-from elasticity_lib.simulation import REFERENCE_SEED, simulate_market
+from elasticity_lib.validation.holdout import HoldoutRefitter
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,15 +37,15 @@ the date in its header; the book prints that file as it is.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from environment import format_load, header_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "inference.txt"
@@ -85,11 +85,11 @@ def _diagnostics(idata) -> dict:
 
 def run_compare_case(kind: str, setup: str, sampler: str | None = None, likelihood: str | None = None) -> dict:
     t0 = time.perf_counter()
+    from elasticity_lib.data.prepare import prepare_data
+    from elasticity_lib.data.simulation import REFERENCE_SEED, simulate_market
     from elasticity_lib.inference import SAMPLING_DEFAULTS, fit
     from elasticity_lib.models import build_model
-    from elasticity_lib.prepare import prepare_data
     from elasticity_lib.reproducibility import sampler_seed
-    from elasticity_lib.simulation import REFERENCE_SEED, simulate_market
 
     data = prepare_data(simulate_market(seed=REFERENCE_SEED).to_dataframe())
     t1 = time.perf_counter()
@@ -115,10 +115,10 @@ def run_compare_case(kind: str, setup: str, sampler: str | None = None, likeliho
 
 def run_scale_case(kind: str, config: dict, seed: int) -> dict:
     t0 = time.perf_counter()
+    from elasticity_lib.data.prepare import prepare_data
+    from elasticity_lib.data.simulation import SimulationConfig, simulate_market
     from elasticity_lib.inference import fit
     from elasticity_lib.models import build_model
-    from elasticity_lib.prepare import prepare_data
-    from elasticity_lib.simulation import SimulationConfig, simulate_market
 
     t1 = time.perf_counter()
     data = prepare_data(simulate_market(SimulationConfig(**config), seed=seed).to_dataframe())
@@ -162,24 +162,8 @@ def in_child(case: dict, env: dict | None = None) -> dict:
 def machine_header() -> list[str]:
     import importlib.metadata as md
 
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     versions = ", ".join(f"{p} {md.version(p)}" for p in ["pymc", "pytensor", "nutpie", "numpyro", "jax", "numba"])
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return [
-        "Inference benchmark (benchmarks/inference.py)",
-        f"date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}",
-        f"libraries: {versions}",
-        f"load average at start (1, 5, 15 min): {load}",
-    ]
+    return header_lines("Inference benchmark (benchmarks/inference.py)", versions)
 
 
 def _fmt(x, spec: str) -> str:
@@ -303,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         say("draw the integrated-out effects; peak MB: the process's maximum resident memory")
         say()
 
-    say(f"load average at end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    say(f"load average at end (1, 5, 15 min): {format_load()}")
     speedup = None
     if not args.skip_reference:
         say("Ratios reference / ours: wall time of the fit, and ESS per second")

@@ -8,7 +8,7 @@ Usage (from the repository root):
 Design: the stores, regions, incomes, cost shifter, promotions and seasons of the market
 of the chapter "When prices are not random" (``simulate_priced_market(CHAPTER_SETTING,
 seed=CHAPTER_SEED)``); parameters, log prices and log quantities from the prior predictive
-of the model with every control (:func:`elasticity_lib.instruments.simulate_iv_markets`);
+of the model with every control (:func:`elasticity_lib.models.instruments.simulate_iv_markets`);
 each market fitted with the sufficient form (nutpie, compiled once). Writes, under
 ``benchmarks/results/``:
 
@@ -22,38 +22,22 @@ each market fitted with the sufficient form (nutpie, compiled once). Writes, und
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
-import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from environment import machine, utc_now
 
-from elasticity_lib.calibration import coverage_table, rank_uniformity_pvalue
-from elasticity_lib.instruments import CONTROLS, IVConfig, IVDesign, run_iv_sbc
-from elasticity_lib.prepare import prepare_data
-from elasticity_lib.price_setting import CHAPTER_SEED, CHAPTER_SETTING, simulate_priced_market
+from elasticity_lib.data.prepare import prepare_data
+from elasticity_lib.data.price_setting import CHAPTER_SEED, CHAPTER_SETTING, simulate_priced_market
+from elasticity_lib.models.instruments import CONTROLS, IVConfig, IVDesign, run_iv_sbc
+from elasticity_lib.validation.calibration import coverage_table, rank_uniformity_pvalue
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["processor"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "study": "simulation-based calibration of the instrumental-variable model (sufficient form, every control)",
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "machine": machine(),
         "design": "simulate_priced_market(CHAPTER_SETTING, seed=CHAPTER_SEED): stores, regions, incomes, "
                   "cost shifter, promotions and seasons held fixed",

@@ -28,7 +28,6 @@ times the marginal form alone (no ratio). The output also goes to
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import shlex
 import sys
@@ -36,11 +35,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibration import machine  # noqa: E402
+from environment import machine, utc_now  # noqa: E402
 
 import elasticity_lib as el  # noqa: E402
-from elasticity_lib.product_simulation import ProductMarketConfig, simulate_products  # noqa: E402
-from elasticity_lib.products import population_parameters, prepare_product_data  # noqa: E402
+from elasticity_lib.data.product_simulation import ProductMarketConfig, simulate_products  # noqa: E402
+from elasticity_lib.models.products import population_parameters, prepare_product_data  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: A simulated category the size of the orange-juice panel: 11 brands, 84 stores, 115 weeks.
@@ -55,10 +54,10 @@ def load(kind: str, size: str, covariates: list[str]):
     """The table and a description; ``kind`` is 'orange-juice', 'simulated' or 'auto'."""
     if kind in ("orange-juice", "auto"):
         try:
-            from elasticity_lib.orange_juice import load_orange_juice
+            from elasticity_lib.data.orange_juice import load_orange_juice
         except ImportError:
             if kind == "orange-juice":
-                raise SystemExit("elasticity_lib.orange_juice is not installed: run with --data simulated") from None
+                raise SystemExit("elasticity_lib.data.orange_juice is not installed: run with --data simulated") from None
         else:
             oj = load_orange_juice()
             table = oj.sales.merge(oj.stores, on="store")
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "multi-product model: row-level (store vectors sampled) vs marginal (integrated out), NumPyro",
         f"command: {' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}",
-        f"date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"date: {utc_now()}",
         f"machine: {machine()}",
         f"data: {source}; {data.n_products} products, {data.n_stores} stores, {data.n_obs} rows; "
         f"promotions {data.promotions}, covariates {data.covariates}",
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{stem}.json").write_text(json.dumps(
         {"source": source, "settings": settings, "results": [{k: r[k] for k in r} for r in results],
          "speedup": speedup, "machine": machine(), "n_rows": data.n_obs, "columns": cols,
-         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}, indent=2) + "\n")
+         "date": utc_now()}, indent=2) + "\n")
     print(text, end="")
     return 0
 

@@ -26,7 +26,6 @@ early leaves its results so far:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import shlex
 import sys
@@ -38,13 +37,19 @@ import pandas as pd
 import pymc as pm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibration import machine  # noqa: E402
+from environment import machine, utc_now  # noqa: E402
 
-from elasticity_lib.calibration import coverage_table, interval_covers, rank_uniformity_pvalue, sbc_rank, thin_draws  # noqa: E402
+from elasticity_lib.data.product_simulation import ProductMarketConfig, simulate_products  # noqa: E402
 from elasticity_lib.inference import SAMPLING_DEFAULTS, exact_numba_arithmetic  # noqa: E402
 from elasticity_lib.models import ModelSpec  # noqa: E402
-from elasticity_lib.product_simulation import ProductMarketConfig, simulate_products  # noqa: E402
-from elasticity_lib.products import add_store_effects, build_product_model, prepare_product_data  # noqa: E402
+from elasticity_lib.models.products import add_store_effects, build_product_model, prepare_product_data  # noqa: E402
+from elasticity_lib.validation.calibration import (  # noqa: E402
+    coverage_table,
+    interval_covers,
+    rank_uniformity_pvalue,
+    sbc_rank,
+    thin_draws,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DESIGN = ProductMarketConfig(n_products=3, n_tiers=2, n_regions=2, stores_per_region=5, n_weeks=30)
@@ -101,7 +106,7 @@ def summarise(rows, fits, settings, start, args) -> dict:
     summary = {
         "study": "simulation-based calibration of the multi-product model (marginal form)",
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "machine": machine(),
         "design": f"simulate_products({DESIGN!r}, seed={DESIGN_SEED}), promotions ['deal'], covariates ['income']",
         "settings": settings,

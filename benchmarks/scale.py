@@ -17,7 +17,7 @@ categories per minute, the share that passed the convergence gates, and the rati
 
 Part 2 writes a Parquet data set of ``--rows`` rows (10,000 stores in 100 regions, files of
 5 million rows in row groups of 1 million) and computes its per-store and per-region
-statistics with :func:`elasticity_lib.outofcore.dataset_stats` in a fresh process (Dask's
+statistics with :func:`elasticity_lib.data.outofcore.dataset_stats` in a fresh process (Dask's
 threaded scheduler, one thread per core), reporting rows per second and the process's peak
 resident memory; for comparison ``prepare_data`` reads ``--in-memory-rows`` rows of it into
 memory in another fresh process.
@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from environment import cpu_name, format_load
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.txt"
 LINES: list[str] = []
@@ -59,7 +60,7 @@ def say(text: str = "") -> None:
 
 
 def load() -> str:
-    return "load average " + " ".join(f"{v:.1f}" for v in os.getloadavg())
+    return "load average " + format_load(digits=1, sep=" ")
 
 
 def peak_rss_mib() -> float:
@@ -69,10 +70,10 @@ def peak_rss_mib() -> float:
 # ---------------------------------------------------------------- part 1: many categories
 
 def today_fit(table: pd.DataFrame) -> bool:
-    from elasticity_lib.cli import elasticity_table
+    from elasticity_lib.data.prepare import prepare_data
     from elasticity_lib.inference import convergence_report, fit
     from elasticity_lib.models import build_model
-    from elasticity_lib.prepare import prepare_data
+    from elasticity_lib.workflow import elasticity_table
 
     data = prepare_data(table)
     idata = fit(build_model("multilevel", data))
@@ -151,12 +152,12 @@ def write_dataset(folder: Path, n_rows: int, seed: int = 7) -> None:
 def stats_child(folder: str, mode: str, n_rows: int) -> None:
     t0 = time.perf_counter()
     if mode == "dask":
-        from elasticity_lib.outofcore import dataset_stats
+        from elasticity_lib.data.outofcore import dataset_stats
 
         stats = dataset_stats(folder, scheduler="threads")
         rows = stats.n_rows
     else:
-        from elasticity_lib.prepare import prepare_data
+        from elasticity_lib.data.prepare import prepare_data
 
         files = sorted(Path(folder).glob("*.parquet"))
         parts, have = [], 0
@@ -209,10 +210,10 @@ def part_stats(args) -> None:
 # ---------------------------------------------------------------- part 3: the store-level model
 
 def part_stores(args) -> None:
+    from elasticity_lib.data.prepare import prepare_data
+    from elasticity_lib.data.simulation import SimulationConfig, simulate_market
     from elasticity_lib.inference import convergence_report, fit
     from elasticity_lib.models import build_model
-    from elasticity_lib.prepare import prepare_data
-    from elasticity_lib.simulation import SimulationConfig, simulate_market
 
     n_regions = max(2, args.stores // 100)
     config = SimulationConfig(n_regions=n_regions, stores_mu=args.stores / n_regions - 2, time_steps_mu=100.0,
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         stats_child(folder, mode, int(n))
         return 0
     say(f"# benchmarks/scale.py, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
-    say(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    say(f"machine: {cpu_name()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; the machine is shared: see the load averages")
     say(f"arguments: {' '.join(sys.argv[1:]) or '(defaults)'}")
     if args.categories:

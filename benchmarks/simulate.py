@@ -6,7 +6,7 @@ Each call builds and compiles a small graph, so the cost grows with the number o
 ``simulate_market`` draws every quantity for all regions, stores and rows at once from one
 NumPy generator.
 
-Both produce a validated :class:`~elasticity_lib.entities.Market` from the same
+Both produce a validated :class:`~elasticity_lib.data.entities.Market` from the same
 configuration (the reference values by default) and are timed end to end. Imports and
 one untimed warm-up run of each approach (which compiles and caches what can be cached)
 are left out, so the reference is timed at its most favourable. Prints a table of
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import platform
 import statistics
 import time
@@ -28,9 +27,10 @@ import warnings
 
 import numpy as np
 import pymc as pm
+from environment import machine
 
-from elasticity_lib.entities import Market, Region, Sku, Store
-from elasticity_lib.simulation import REFERENCE_SEED, SimulationConfig, simulate_market, store_deviation_price
+from elasticity_lib.data.entities import Market, Region, Sku, Store
+from elasticity_lib.data.simulation import REFERENCE_SEED, SimulationConfig, simulate_market, store_deviation_price
 
 warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
 
@@ -98,7 +98,8 @@ def main() -> None:
 
     print("# Market simulation: per-store pm.draw (reference) vs vectorised NumPy (simulate_market)")
     print(f"# date: {dt.date.today().isoformat()}")
-    print(f"# machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    info = machine()
+    print(f"# machine: {info['platform']}, {info['processor']}, {info['cpus']} CPUs")
     print(f"# python {platform.python_version()}, numpy {np.__version__}, pymc {pm.__version__}")
     print(f"# config: reference values, seed {args.seed}; imports and one warm-up run of each approach excluded")
 

@@ -13,10 +13,16 @@ import pymc as pm
 import pytensor
 import xarray as xr
 
-from .likelihoods import conditional_effects, group_information, outer_conditional
-from .models import ModelSpec, model_spec, region_cholesky, spec_attributes, to_original_covariance
-from .prepare import GroupStats
-from .reproducibility import sampler_seed
+from elasticity_lib.data.prepare import GroupStats
+from elasticity_lib.models.builder import (
+    ModelSpec,
+    model_spec,
+    region_cholesky,
+    spec_attributes,
+    to_original_covariance,
+)
+from elasticity_lib.models.likelihoods import conditional_effects, group_information, outer_conditional
+from elasticity_lib.reproducibility import sampler_seed
 
 __all__ = ["exact_numba_arithmetic", "SAMPLING_DEFAULTS", "KIND_SAMPLING", "JAX_CACHE_DIR", "NUTPIE_FROM_TERMS", "likelihood_terms", "sampling_settings", "fit", "add_group_effects", "convergence_report", "ConvergenceReport"]
 
@@ -261,7 +267,7 @@ def add_group_effects(idata: xr.DataTree, model: pm.Model | ModelSpec, seed=None
     """
     spec = model if isinstance(model, ModelSpec) else model_spec(model)
     if spec.kind == "multiproduct":
-        from .products import add_store_effects
+        from elasticity_lib.models.products import add_store_effects
 
         return add_store_effects(idata, spec, seed=seed)
     post = idata["posterior"].dataset

@@ -31,7 +31,7 @@ import pandas as pd
 import xarray as xr
 from scipy.optimize import minimize_scalar
 
-from ._checks import check_prices, check_probability
+from elasticity_lib._checks import check_prices, check_probability
 
 __all__ = [
     "optimal_price",

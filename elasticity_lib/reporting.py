@@ -13,7 +13,7 @@ import arviz as az
 import pandas as pd
 import xarray as xr
 
-from ._checks import check_probability
+from elasticity_lib._checks import check_probability
 
 __all__ = ["summary_table"]
 

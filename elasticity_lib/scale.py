@@ -6,7 +6,7 @@ client, a :class:`~distributed.LocalCluster` of single-threaded worker processes
 machine by default, or any cluster whose scheduler address is given, with the same code.
 
 Each category's results go to their own folder of the output folder, written atomically by
-:func:`elasticity_lib.cli.atomic_write` (the elasticity table and the convergence report of
+:func:`elasticity_lib.workflow.atomic_write` (the elasticity table and the convergence report of
 ``python -m elasticity_lib fit``, plus the model's specification), the report last, so
 that a category counts as finished exactly when its report exists:
 
@@ -34,7 +34,7 @@ Two things make the fits fast and safe in parallel:
   once per worker and number of regions, with its data as shared variables
   (``build_model(..., shared_data=True)``), and every later category of that shape only
   swaps its statistics in (nutpie's ``with_data``), as
-  :class:`~elasticity_lib.new_regions.HoldoutRefitter` does. Each category still gets its
+  :class:`~elasticity_lib.validation.holdout.HoldoutRefitter` does. Each category still gets its
   own convergence report. Other model kinds are built and fitted anew per category
   (:data:`CATEGORY_FITTERS` says how each kind is fitted; a new kind registers its own).
 """
@@ -57,11 +57,25 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator
 
-from .cli import CsvFit, InputError, SalesFile, atomic_write, elasticity_table, read_sales_csv
-from .inference import SAMPLING_DEFAULTS, convergence_report, exact_numba_arithmetic, fit, sampling_settings
-from .models import MIN_REGIONS, MODEL_KINDS, SPEC_PREFIX, ModelSpec, build_model, spec_attributes
-from .prepare import STAT_FIELDS, STORE_IDS, ZERO_SALES, Centring, ModelData, NoPriceVariationWarning, prepare_data
-from .reproducibility import sampler_seed
+from elasticity_lib.data.prepare import (
+    STAT_FIELDS,
+    STORE_IDS,
+    ZERO_SALES,
+    Centring,
+    ModelData,
+    NoPriceVariationWarning,
+    prepare_data,
+)
+from elasticity_lib.inference import (
+    SAMPLING_DEFAULTS,
+    convergence_report,
+    exact_numba_arithmetic,
+    fit,
+    sampling_settings,
+)
+from elasticity_lib.models.builder import MIN_REGIONS, MODEL_KINDS, SPEC_PREFIX, ModelSpec, build_model, spec_attributes
+from elasticity_lib.reproducibility import sampler_seed
+from elasticity_lib.workflow import CsvFit, InputError, SalesFile, atomic_write, elasticity_table, read_sales_csv
 
 __all__ = [
     "FitManyConfig",
@@ -177,13 +191,13 @@ def _fit_multilevel_reused(data: ModelData, config: FitManyConfig, seed: int) ->
     The model is the one ``build_model("multilevel", data)`` builds, with the region
     statistics, the centring constants and the standardised incomes as shared data; a later
     category with as many regions only replaces them (nutpie's ``with_data``), exactly as
-    :class:`~elasticity_lib.new_regions.HoldoutRefitter` refits. The marginalised region
+    :class:`~elasticity_lib.validation.holdout.HoldoutRefitter` refits. The marginalised region
     effects are drawn afterwards as :func:`~elasticity_lib.inference.fit` draws them, and the
     result records the model's specification as ``fit`` does.
     """
     import nutpie
 
-    from .inference import add_group_effects
+    from elasticity_lib.inference import add_group_effects
 
     if not config.reuse_compiled:
         return _fit_rebuilt(data, config, seed)
@@ -268,7 +282,7 @@ def fit_category(category, table: pd.DataFrame | Callable[[], pd.DataFrame], out
     """Validate, fit and write one category; return its row of the summary (never raises for its data).
 
     ``table`` is the category's sales table (or a function that loads it, so that a worker
-    reads its own rows). Bad data (:func:`~elasticity_lib.prepare.prepare_data`'s errors,
+    reads its own rows). Bad data (:func:`~elasticity_lib.data.prepare.prepare_data`'s errors,
     too little data) and errors of the fit are recorded in ``failed.json`` with their reason
     and returned as ``bad_data`` or ``error``; a fitted category writes
     :data:`CATEGORY_FILES` atomically, the report last. A category whose report already
@@ -565,7 +579,7 @@ def fit_many(data, *, by: str = "category", out_dir: str | os.PathLike, model: s
     ----------
     data : pandas.DataFrame, or a path
         The sales of every category in the tidy schema of
-        :func:`~elasticity_lib.prepare.validate_table` plus the column ``by``: a table, a
+        :func:`~elasticity_lib.data.prepare.validate_table` plus the column ``by``: a table, a
         Parquet file or data set (a folder of ``*.parquet`` files, hive-partitioned by
         ``by`` or not; each worker reads its own category's rows), or a CSV file or folder
         of CSV files (read as ``fit`` reads them). Rows are named ``file:line`` in errors.
@@ -661,12 +675,12 @@ def simulate_catalogue(n_categories: int, config=None, *, seed: int, by: str = "
     """A catalogue of ``n_categories`` simulated markets, one per category, in one tidy table.
 
     Category ``i`` is named ``{prefix}-0000i`` (zero-padded, so names sort in order) and
-    drawn by :func:`~elasticity_lib.simulation.simulate_market` with its own seed spawned
-    from ``seed``; ``config`` (a :class:`~elasticity_lib.simulation.SimulationConfig`) is the
+    drawn by :func:`~elasticity_lib.data.simulation.simulate_market` with its own seed spawned
+    from ``seed``; ``config`` (a :class:`~elasticity_lib.data.simulation.SimulationConfig`) is the
     book's market by default. With ``with_truth``, also returns the true elasticity of every
     region of every category (columns ``by``, ``region_id``, ``intercept``, ``elasticity``).
     """
-    from .simulation import simulate_market
+    from elasticity_lib.data.simulation import simulate_market
 
     if not isinstance(n_categories, (int, np.integer)) or n_categories < 1:
         raise ValueError(f"n_categories must be a positive integer, got {n_categories!r}")

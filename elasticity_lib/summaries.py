@@ -5,8 +5,8 @@ Every table of posterior estimates in the library and the book is made here, by
 density interval, :func:`arviz.eti` for the equal-tailed one). The means and sds are
 computed directly rather than read from :func:`arviz.summary`, which rounds them for
 display. Functions that need other column names (the command line's elasticity table,
-the store-level comparison of :mod:`elasticity_lib.stores`, the recovery table of
-:mod:`elasticity_lib.recovery`) rename these columns instead of computing them again.
+the store-level comparison of :mod:`elasticity_lib.store_estimates`, the recovery table of
+:mod:`elasticity_lib.validation.recovery`) rename these columns instead of computing them again.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 import pandas as pd
 import xarray as xr
 
-from ._checks import check_probability
+from elasticity_lib._checks import check_probability
 
-__all__ = ["INTERVAL_KINDS", "interval_columns", "posterior_table"]
+__all__ = ["INTERVAL_KINDS", "interval_columns", "posterior_table", "average_elasticity"]
 
 #: Interval kinds of :func:`posterior_table` and the short name each puts in its column names.
 INTERVAL_KINDS: dict[str, str] = {"hdi": "hdi", "equal-tailed": "eti"}
@@ -122,3 +122,16 @@ def _eti(draws: xr.DataArray, prob: float) -> xr.DataArray:
     import arviz as az
 
     return az.eti(draws, prob=prob, dim=list(_SAMPLE_DIMS))
+
+
+def average_elasticity(idata, data):
+    """Posterior draws of the elasticity averaged over states (each state counts once).
+
+    For the division-level model a state takes its division's elasticity; for the
+    three-level model it has its own (``beta_store``).
+    """
+    post = idata["posterior"].dataset
+    if "beta_store" in post:
+        return post["beta_store"].mean("store")
+    per_state = post["beta"].isel(region=xr.DataArray(data.store_region_idx, dims="store"))
+    return per_state.mean("store")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from elasticity_lib.prepare import ModelData, prepare_data
-from elasticity_lib.simulation import SimulationConfig, simulate_market
+from elasticity_lib.data.prepare import ModelData, prepare_data
+from elasticity_lib.data.simulation import SimulationConfig, simulate_market
 
 # Property-based tests: no per-example deadline (the first call of a test may compile a
 # PyTensor graph) and a modest number of examples so the whole suite stays fast.

@@ -11,7 +11,8 @@ import pytest
 from conftest import random_point
 from scipy import stats
 
-from elasticity_lib.calibration import (
+from elasticity_lib.models import PRIORS, build_model
+from elasticity_lib.validation.calibration import (
     POPULATION_PARAMETERS,
     SBC_TARGETS,
     calibration_checks,
@@ -27,8 +28,7 @@ from elasticity_lib.calibration import (
     simulate_prior_markets,
     thin_draws,
 )
-from elasticity_lib.models import PRIORS, build_model
-from elasticity_lib.recovery import coverage_threshold
+from elasticity_lib.validation.recovery import coverage_threshold
 
 
 def test_rank_counts_draws_below_the_truth():
@@ -306,7 +306,7 @@ def test_sbc_detects_a_fit_under_the_wrong_prior(small_data, kind, monkeypatch):
 
 
 def test_study_files_are_named_per_kind(tmp_path):
-    from elasticity_lib.calibration import read_study, study_stem
+    from elasticity_lib.validation.calibration import read_study, study_stem
 
     assert study_stem("multilevel") == "calibration"
     assert study_stem("store_multilevel") == "calibration_store_multilevel"

@@ -12,16 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from elasticity_lib import cli
-from elasticity_lib.cli import InputError, atomic_write, fit_csv, main, read_sales_csv, report_path_for, write_outputs
-from elasticity_lib.simulation import SimulationConfig, simulate_market
+from elasticity_lib import cli, workflow
+from elasticity_lib.cli import main
+from elasticity_lib.data.simulation import SimulationConfig, simulate_market
+from elasticity_lib.workflow import InputError, atomic_write, fit_csv, read_sales_csv, report_path_for, write_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--draws", "300", "--tune", "300", "--chains", "2", "--no-progress"]
 # enough draws to pass the convergence gates (ESS >= 400) on the small market
 # A fixed sampler seed, so that the workflow is checked on the same draws every run. A
 # three-region market diverges a few times on some seeds, which the gate allows
-# (cli.allowed_divergences); both sides of the gate are tested with a stand-in sampler below.
+# (workflow.allowed_divergences); both sides of the gate are tested with a stand-in sampler below.
 CONVERGING = ["--draws", "1000", "--tune", "1000", "--chains", "2", "--no-progress", "--seed", "4242"]
 CONFIG = SimulationConfig(n_regions=3, stores_mu=3.0, min_stores=2, time_steps_mu=10.0,
                           store_elasticity_sd=0.1)
@@ -68,7 +69,7 @@ def test_good_file_through_the_command_line(tmp_path, good_csv, market):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     result = pd.read_csv(out)
-    assert list(result.columns) == cli.TABLE_COLUMNS
+    assert list(result.columns) == workflow.TABLE_COLUMNS
     assert (result["level"] == "region").all()
     truth = market.truth.region_table()
     assert list(result["region_id"]) == list(truth.index)
@@ -137,7 +138,7 @@ def test_write_interrupted_partway_leaves_old_outputs(tmp_path, store_fit, monke
         raise KeyboardInterrupt
 
     # the table's temporary file is written in full, then the report fails
-    monkeypatch.setattr(cli.CsvFit, "report_dict", broken_report)
+    monkeypatch.setattr(workflow.CsvFit, "report_dict", broken_report)
     with pytest.raises(KeyboardInterrupt):
         write_outputs(store_fit, out)
     assert out.read_text() == "previous table\n"
@@ -154,7 +155,7 @@ def test_fit_interrupted_partway_leaves_old_output(tmp_path, good_csv, monkeypat
         calls.append(kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "fit", interrupted_fit)
+    monkeypatch.setattr(workflow, "fit", interrupted_fit)
     status = main(["fit", str(good_csv), "--out", str(out), *FAST])
     err = capsys.readouterr().err
     assert calls and calls[0]["draws"] == 300
@@ -308,7 +309,7 @@ def test_bad_file_gets_one_line_error(tmp_path, table, make_bad, command, capsys
     def must_not_fit(*args, **kwargs):  # a bad file is rejected before any fitting
         raise AssertionError("fit called on a bad file")
 
-    monkeypatch.setattr(cli, "fit", must_not_fit)
+    monkeypatch.setattr(workflow, "fit", must_not_fit)
     out = tmp_path / "out.csv"
     argv = ["fit", str(path), "--out", str(out), *FAST] if command == "fit" else ["validate", str(path)]
     status = main(argv)
@@ -327,7 +328,7 @@ def test_permission_denied_is_reported(tmp_path, good_csv, monkeypatch, capsys):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(cli.pd, "read_csv", denied)
+    monkeypatch.setattr(workflow.pd, "read_csv", denied)
     assert main(["validate", str(good_csv)]) == cli.EXIT_BAD_INPUT
     assert capsys.readouterr().err.strip() == f"error: {good_csv} cannot be read: permission denied"
 
@@ -350,7 +351,7 @@ def test_validate_reports_counts(good_csv, table, capsys):
 
 
 def test_missing_output_directory_is_caught_before_fitting(tmp_path, good_csv, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "fit", lambda *a, **k: pytest.fail("fit called"))
+    monkeypatch.setattr(workflow, "fit", lambda *a, **k: pytest.fail("fit called"))
     status = main(["fit", str(good_csv), "--out", str(tmp_path / "no" / "such" / "dir.csv"), *FAST])
     assert status == cli.EXIT_BAD_INPUT
     assert "does not exist" in capsys.readouterr().err
@@ -410,7 +411,7 @@ def test_stores_numbered_per_region_are_accepted_with_the_option(per_region_csv,
 @pytest.mark.parametrize(("option", "choices"), [("store_ids", r"\['global', 'per-region'\]"),
                                                 ("zero_sales", r"\['error', 'drop'\]")])
 def test_fit_csv_rejects_an_unknown_table_option(good_csv, option, choices, monkeypatch):
-    monkeypatch.setattr(cli, "fit", lambda *a, **k: pytest.fail("fit called"))
+    monkeypatch.setattr(workflow, "fit", lambda *a, **k: pytest.fail("fit called"))
     with pytest.raises(ValueError, match=rf"unknown {option} 'local'; choose one of {choices}"):
         fit_csv(good_csv, **{option: "local"})
 
@@ -592,7 +593,7 @@ def test_an_unconverged_fit_writes_marked_outputs_and_exits_3(tmp_path, flat_reg
     assert err[-1].startswith("warning: the sampler did not converge cleanly")
     assert err[-1].endswith(f"the outputs are marked converged=false (exit status 3); see {report_path_for(out)}")
     table = pd.read_csv(out)
-    assert list(table.columns) == cli.TABLE_COLUMNS
+    assert list(table.columns) == workflow.TABLE_COLUMNS
     assert not table["converged"].any()
     assert list(table.loc[~table["informed_by_own_prices"], "region_id"]) == [1]
     report = json.loads(report_path_for(out).read_text())
@@ -633,7 +634,7 @@ def test_divergence_gate_allows_the_binomial_allowance_and_no_more(tmp_path, goo
 
     allowance = max_divergences(4000)
     assert allowance == 11
-    monkeypatch.setattr(cli, "fit", _fit_with_divergences(allowance + extra))
+    monkeypatch.setattr(workflow, "fit", _fit_with_divergences(allowance + extra))
     out = tmp_path / "el.csv"
     status = main(["fit", str(good_csv), "--out", str(out), "--draws", "1000", "--tune", "10", "--chains", "4",
                    "--no-progress"])
@@ -657,9 +658,9 @@ def test_divergence_allowance_grows_with_the_number_of_transitions():
         return xr.DataTree.from_dict({"sample_stats": xr.Dataset(
             {"diverging": (("chain", "draw"), np.zeros((chains, draws), dtype=bool))})})
 
-    assert cli.allowed_divergences(trace(2, 1000)) == 8  # 5 divergences in 2,000 draws pass
-    assert cli.allowed_divergences(trace(4, 1000)) == 11
-    assert cli.allowed_divergences(trace(2, 20)) < cli.allowed_divergences(trace(2, 1000))
+    assert workflow.allowed_divergences(trace(2, 1000)) == 8  # 5 divergences in 2,000 draws pass
+    assert workflow.allowed_divergences(trace(4, 1000)) == 11
+    assert workflow.allowed_divergences(trace(2, 20)) < workflow.allowed_divergences(trace(2, 1000))
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["fit", "--help"], ["validate", "--help"]])
@@ -690,7 +691,7 @@ def test_zero_sales_are_rejected_naming_the_option_or_dropped_and_reported(tmp_p
 
 
 def test_dropped_zero_sales_are_listed_for_a_few_stores():
-    data = cli.prepare_data(pd.DataFrame({
+    data = workflow.prepare_data(pd.DataFrame({
         "region_id": [1] * 14, "store_id": [s // 2 for s in range(14)], "price": [1.0, 2.0] * 7,
         "quantities": [0.0, 1.0] * 7, "median_income": [3.0] * 14}), zero_sales="drop")
     assert cli._dropped_zero_sales(data) == ("dropped 7 rows with zero sales (--zero-sales drop); rows per store: "

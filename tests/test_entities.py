@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from elasticity_lib.entities import TIDY_COLUMNS, Market, Region, Sku, Store, store_label
+from elasticity_lib.data.entities import TIDY_COLUMNS, Market, Region, Sku, Store, store_label
 
 
 def sku(id=0, prices=(1.0, 2.0), quantities=(3.0, 4.0)) -> Sku:

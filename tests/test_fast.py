@@ -25,11 +25,11 @@ from pytensor.graph.basic import Constant
 from pytensor.graph.traversal import ancestors
 from scipy import stats
 
+from elasticity_lib.data.prepare import prepare_data
+from elasticity_lib.data.simulation import SimulationConfig, simulate_market
 from elasticity_lib.inference import add_group_effects, convergence_report, fit
 from elasticity_lib.models import build_model
-from elasticity_lib.predictive import add_log_likelihood, pointwise_log_likelihood
-from elasticity_lib.prepare import prepare_data
-from elasticity_lib.simulation import SimulationConfig, simulate_market
+from elasticity_lib.predict import add_log_likelihood, pointwise_log_likelihood
 
 FAST = {"mode": "FAST_COMPILE"}
 FAST_FORMS = [
@@ -337,10 +337,10 @@ def test_store_level_draws_do_not_depend_on_the_order_of_stores(small_data):
 
 
 def test_sampling_settings_send_large_models_to_nutpie_and_respect_a_named_sampler():
+    from elasticity_lib.data.prepare import prepare_data
+    from elasticity_lib.data.simulation import SimulationConfig, simulate_market
     from elasticity_lib.inference import NUTPIE_FROM_TERMS, SAMPLING_DEFAULTS, sampling_settings
     from elasticity_lib.models import build_model
-    from elasticity_lib.prepare import prepare_data
-    from elasticity_lib.simulation import SimulationConfig, simulate_market
 
     config = SimulationConfig(n_regions=60, time_steps_mu=3.0, min_time_steps=1)
     data = prepare_data(simulate_market(config, seed=5).to_dataframe())

@@ -20,7 +20,11 @@ from conftest import random_point
 from pydantic import ValidationError
 from scipy import stats
 
-from elasticity_lib.instruments import (
+from elasticity_lib.data.prepare import prepare_data
+from elasticity_lib.data.price_setting import EXTRA_COLUMNS, PriceSettingConfig, simulate_priced_market
+from elasticity_lib.data.simulation import SimulationConfig, simulate_market
+from elasticity_lib.models import build_model
+from elasticity_lib.models.instruments import (
     CONTROLS,
     WEAK_F,
     IVConfig,
@@ -34,11 +38,7 @@ from elasticity_lib.instruments import (
     log_predictive_density,
     pointwise_log_likelihood,
 )
-from elasticity_lib.models import build_model
-from elasticity_lib.prepare import prepare_data
-from elasticity_lib.price_setting import EXTRA_COLUMNS, PriceSettingConfig, simulate_priced_market
-from elasticity_lib.recovery import coverage_threshold
-from elasticity_lib.simulation import SimulationConfig, simulate_market
+from elasticity_lib.validation.recovery import coverage_threshold
 
 FAST = {"mode": "FAST_COMPILE"}
 SMALL = SimulationConfig(n_regions=4, stores_mu=3.0, min_stores=2, time_steps_mu=10.0, min_time_steps=6,
@@ -382,7 +382,7 @@ def test_instrument_agrees_with_the_naive_model_when_prices_are_exogenous(recove
 
 @pytest.mark.slow
 def test_iv_calibration_run_tabulates_every_market_and_parameter(small_iv_data):
-    from elasticity_lib.instruments import run_iv_sbc
+    from elasticity_lib.models.instruments import run_iv_sbc
 
     design = IVDesign.of(small_iv_data, IVConfig())
     result = run_iv_sbc(small_iv_data, design, 2, seed=3, fit_seed=4, draws=100, tune=100, chains=2, cores=1,

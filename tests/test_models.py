@@ -18,13 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
+from elasticity_lib.data.prepare import GroupStats, prepare_data
 from elasticity_lib.inference import add_group_effects, convergence_report
-from elasticity_lib.likelihoods import (
-    conditional_effects,
-    marginal_group_loglik,
-    normal_group_loglik,
-    residual_sum_of_squares,
-)
 from elasticity_lib.models import (
     DEFAULT_LIKELIHOOD,
     LIKELIHOODS,
@@ -34,7 +29,12 @@ from elasticity_lib.models import (
     build_model,
     model_spec,
 )
-from elasticity_lib.prepare import GroupStats, prepare_data
+from elasticity_lib.models.likelihoods import (
+    conditional_effects,
+    marginal_group_loglik,
+    normal_group_loglik,
+    residual_sum_of_squares,
+)
 
 FAST = {"mode": "FAST_COMPILE"}
 

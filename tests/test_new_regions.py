@@ -7,16 +7,16 @@ import pymc as pm
 import pytest
 import xarray as xr
 
+from elasticity_lib.data.prepare import Centring, prepare_data
+from elasticity_lib.data.simulation import SimulationConfig, simulate_market
 from elasticity_lib.models import build_model
-from elasticity_lib.new_regions import (
+from elasticity_lib.predict import quantity_bands
+from elasticity_lib.validation.holdout import (
     HoldoutRefitter,
     holdout_coverage,
     new_region_draws,
     predict_regions,
 )
-from elasticity_lib.predictive import quantity_bands
-from elasticity_lib.prepare import Centring, prepare_data
-from elasticity_lib.simulation import SimulationConfig, simulate_market
 
 CHAINS, DRAWS = 2, 2000
 REGIONS = [0, 1, 2]
@@ -360,8 +360,8 @@ def _brute_force_elpd(data, idata, held_out):
 
 
 def test_leave_region_out_scores_each_region_from_its_income(small_market, refitter):
-    from elasticity_lib.new_regions import leave_region_out
     from elasticity_lib.reproducibility import sampler_seed
+    from elasticity_lib.validation.holdout import leave_region_out
 
     data = prepare_data(small_market.to_dataframe())
     scores = leave_region_out(data, refitter=refitter)
@@ -389,8 +389,8 @@ def test_leave_region_out_scores_each_region_from_its_income(small_market, refit
 
 @pytest.mark.slow
 def test_leave_store_out_predicts_a_store_from_its_region(small_market):
-    from elasticity_lib.new_regions import leave_store_out, store_folds
     from elasticity_lib.reproducibility import sampler_seed
+    from elasticity_lib.validation.holdout import leave_store_out, store_folds
 
     data = prepare_data(small_market.to_dataframe())
     refitter = HoldoutRefitter(draws=300, tune=300, chains=2, kind="baseline")
@@ -406,8 +406,8 @@ def test_leave_store_out_predicts_a_store_from_its_region(small_market):
 
 
 def test_time_holdout_predicts_the_last_steps_from_the_past(small_market, refitter):
-    from elasticity_lib.new_regions import time_holdout, time_holdout_fold
     from elasticity_lib.reproducibility import sampler_seed
+    from elasticity_lib.validation.holdout import time_holdout, time_holdout_fold
 
     data = prepare_data(small_market.to_dataframe())
     scores = time_holdout(data, 3, refitter=refitter)
@@ -419,7 +419,7 @@ def test_time_holdout_predicts_the_last_steps_from_the_past(small_market, refitt
 
 
 def test_time_holdout_fold_holds_out_each_stores_last_steps(small_market):
-    from elasticity_lib.new_regions import time_holdout_fold
+    from elasticity_lib.validation.holdout import time_holdout_fold
 
     df = small_market.to_dataframe().sample(frac=1.0, random_state=0)  # row order must not matter
     data = prepare_data(df)
@@ -436,7 +436,7 @@ def test_time_holdout_fold_holds_out_each_stores_last_steps(small_market):
 
 
 def test_time_holdout_fold_errors(small_market):
-    from elasticity_lib.new_regions import time_holdout_fold
+    from elasticity_lib.validation.holdout import time_holdout_fold
 
     data = prepare_data(small_market.to_dataframe())
     for k in (0, -1, 1.5, True, "2"):
@@ -453,7 +453,7 @@ def test_time_holdout_fold_errors(small_market):
 
 
 def test_store_folds_deal_whole_stores_across_regions(small_market):
-    from elasticity_lib.new_regions import store_folds
+    from elasticity_lib.validation.holdout import store_folds
 
     data = prepare_data(small_market.to_dataframe())
     exact = store_folds(data)
@@ -479,7 +479,7 @@ def test_store_folds_deal_whole_stores_across_regions(small_market):
 
 
 def _fake_cv(kind, elpd_by_row, stores, mcse=0.1):
-    from elasticity_lib.new_regions import CrossValidation
+    from elasticity_lib.validation.holdout import CrossValidation
 
     pointwise = pd.DataFrame({"row": np.arange(len(elpd_by_row)), "fold": "f", "region": 0, "store": stores,
                               "elpd": elpd_by_row})
@@ -489,7 +489,7 @@ def _fake_cv(kind, elpd_by_row, stores, mcse=0.1):
 
 
 def test_compare_cross_validations_differences_per_unit():
-    from elasticity_lib.new_regions import compare_cross_validations
+    from elasticity_lib.validation.holdout import compare_cross_validations
 
     rng = np.random.default_rng(0)
     stores = np.repeat(["a", "b", "c", "d", "e"], 3)
@@ -508,7 +508,7 @@ def test_compare_cross_validations_differences_per_unit():
 
 
 def test_cross_validate_checks_its_folds(small_market):
-    from elasticity_lib.new_regions import cross_validate, region_folds
+    from elasticity_lib.validation.holdout import cross_validate, region_folds
 
     data = prepare_data(small_market.to_dataframe())
     baseline = HoldoutRefitter(kind="baseline")

@@ -20,6 +20,7 @@ from conftest import random_point
 from pydantic import ValidationError
 from scipy import stats
 
+from elasticity_lib.data.prepare import prepare_data
 from elasticity_lib.inference import add_group_effects
 from elasticity_lib.models import (
     NOISE_MODELS,
@@ -31,8 +32,7 @@ from elasticity_lib.models import (
     build_model,
     spec_attributes,
 )
-from elasticity_lib.predictive import OBSERVED_NAME, pointwise_log_likelihood
-from elasticity_lib.prepare import prepare_data
+from elasticity_lib.predict import OBSERVED_NAME, pointwise_log_likelihood
 from elasticity_lib.pricing import price_posterior
 
 FAST = {"mode": "FAST_COMPILE"}

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from elasticity_lib.orange_juice import (
+from elasticity_lib.data.orange_juice import (
     BRANDS,
     DEFAULT_DIR,
     DEMOGRAPHICS,

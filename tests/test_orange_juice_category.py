@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from elasticity_lib.orange_juice import (
+from elasticity_lib.data.orange_juice import (
     BRANDS,
     CATEGORY_COVARIATES,
     DEFAULT_DIR,
@@ -22,7 +22,7 @@ from elasticity_lib.orange_juice import (
     load_orange_juice,
     unit_costs,
 )
-from elasticity_lib.products import least_squares, prepare_product_data
+from elasticity_lib.models.products import least_squares, prepare_product_data
 
 HAVE_COPY = (DEFAULT_DIR / SALES_FILE).is_file() and (DEFAULT_DIR / STORES_FILE).is_file()
 needs_copy = pytest.mark.skipif(not HAVE_COPY, reason=f"no local copy of the orange-juice data in {DEFAULT_DIR}: "

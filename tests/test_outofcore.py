@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from elasticity_lib.outofcore import BadRowsError, combine_stats, dataset_stats, parquet_pieces
-from elasticity_lib.prepare import STAT_FIELDS, GroupStats, prepare_data
-from elasticity_lib.simulation import SimulationConfig, simulate_market
+from elasticity_lib.data.outofcore import BadRowsError, combine_stats, dataset_stats, parquet_pieces
+from elasticity_lib.data.prepare import STAT_FIELDS, GroupStats, prepare_data
+from elasticity_lib.data.simulation import SimulationConfig, simulate_market
 
 CONFIG = SimulationConfig(n_regions=5, stores_mu=4.0, time_steps_mu=12.0)
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from elasticity_lib.data.prepare import prepare_data
+from elasticity_lib.data.simulation import SimulationConfig, simulate_market
 from elasticity_lib.inference import convergence_report, fit
 from elasticity_lib.models import build_model
-from elasticity_lib.prepare import prepare_data
-from elasticity_lib.simulation import SimulationConfig, simulate_market
 
 CONFIG = SimulationConfig(n_regions=6, stores_mu=4.0, time_steps_mu=10.0)
 SEED = 777

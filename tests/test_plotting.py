@@ -12,7 +12,8 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from elasticity_lib.plotting import (  # noqa: E402
+from elasticity_lib.data.simulation import SimulationConfig, simulate_market  # noqa: E402
+from elasticity_lib.plots.market import (  # noqa: E402
     plot_demand_and_elasticity,
     plot_income_by_region,
     plot_loglog_fits,
@@ -20,7 +21,6 @@ from elasticity_lib.plotting import (  # noqa: E402
     plot_store_series,
     plot_truth_vs_income,
 )
-from elasticity_lib.simulation import SimulationConfig, simulate_market  # noqa: E402
 from elasticity_lib.theory import linear_elasticity  # noqa: E402
 
 

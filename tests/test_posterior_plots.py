@@ -12,9 +12,8 @@ import pytest
 import xarray as xr
 
 from elasticity_lib.models import build_model
-from elasticity_lib.posterior_plots import (
-    canonical_graph,
-    model_graph,
+from elasticity_lib.plots.graphs import canonical_graph, model_graph
+from elasticity_lib.plots.posterior import (
     plot_forest,
     plot_population_pair,
     plot_ppc_models,
@@ -24,7 +23,7 @@ from elasticity_lib.posterior_plots import (
     plot_trace,
     ppc_tree,
 )
-from elasticity_lib.predictive import add_posterior_predictive, predictive_bands, sample_prior_predictive
+from elasticity_lib.predict import add_posterior_predictive, predictive_bands, sample_prior_predictive
 
 
 @pytest.fixture(autouse=True)

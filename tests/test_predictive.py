@@ -10,7 +10,7 @@ from scipy import stats
 
 from elasticity_lib.inference import fit
 from elasticity_lib.models import build_model
-from elasticity_lib.predictive import (
+from elasticity_lib.predict import (
     OBSERVED_NAME,
     add_log_likelihood,
     add_posterior_predictive,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from elasticity_lib.prepare import REQUIRED_COLUMNS, Centring, GroupStats, ModelData, prepare_data, validate_table
+from elasticity_lib.data.prepare import REQUIRED_COLUMNS, Centring, GroupStats, ModelData, prepare_data, validate_table
 
 
 def user_table() -> pd.DataFrame:
@@ -230,7 +230,7 @@ def test_required_columns_are_documented():
 
 
 def test_log_columns_that_disagree_with_price_are_rejected(small_table):
-    from elasticity_lib.prepare import validate_table
+    from elasticity_lib.data.prepare import validate_table
 
     bad = small_table.copy()
     bad["log_price"] = bad["log_price"].astype(float)
@@ -279,7 +279,7 @@ def test_unknown_store_ids_option_is_rejected(function):
 
 
 def test_schema_column_names_match_after_trimming_and_ignoring_case():
-    from elasticity_lib.prepare import schema_column_names
+    from elasticity_lib.data.prepare import schema_column_names
 
     names = [" Region_ID", "store_id", "PRICE", "Quantities ", "median_income", "Time_step", "notes"]
     assert schema_column_names(names) == {" Region_ID": "region_id", "store_id": "store_id", "PRICE": "price",
@@ -331,7 +331,7 @@ def test_price_variation_has_a_small_relative_tolerance(relative_change, varies)
 
 
 def test_groups_whose_prices_never_vary_are_warned_about_by_name():
-    from elasticity_lib.prepare import NoPriceVariationWarning
+    from elasticity_lib.data.prepare import NoPriceVariationWarning
 
     data = prepare_data(user_table())
     with pytest.warns(NoPriceVariationWarning, match=r"^prices never vary within regions \['east'\] and stores "

@@ -9,9 +9,9 @@ import pytest
 from scipy import stats
 
 from elasticity_lib import build_model, model_spec
+from elasticity_lib.data.product_simulation import ProductMarketConfig, category_elasticities, simulate_products
 from elasticity_lib.models import spec_attributes
-from elasticity_lib.product_simulation import ProductMarketConfig, category_elasticities, simulate_products
-from elasticity_lib.products import (
+from elasticity_lib.models.products import (
     PRODUCT_LIKELIHOODS,
     ProductData,
     add_store_effects,

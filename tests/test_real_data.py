@@ -7,21 +7,17 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from elasticity_lib.baselines import no_pooling_fits
-from elasticity_lib.prepare import prepare_data
-from elasticity_lib.real_data import (
-    average_elasticity,
+from elasticity_lib.baselines import cross_section_ols, dynamic_ols, long_run_elasticity, no_pooling_fits, static_ols
+from elasticity_lib.data.cigar import (
     cigar_tidy,
-    cross_section_ols,
     division_income,
-    dynamic_ols,
     load_cigar,
-    long_run_elasticity,
-    plot_state_elasticities,
     remove_year_means,
-    static_ols,
     year_share_of_within_variance,
 )
+from elasticity_lib.data.prepare import prepare_data
+from elasticity_lib.plots.posterior import plot_state_elasticities
+from elasticity_lib.summaries import average_elasticity
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +202,8 @@ def test_average_elasticity_weights_each_state_once():
 @pytest.mark.parametrize("kind", ["multilevel", "store_multilevel"])
 def test_cigar_models_do_not_depend_on_units(kind):
     """Packs per capita x1000, prices in cents, income in dollars: the same log density."""
+    from elasticity_lib.data.prepare import prepare_data
     from elasticity_lib.models import build_model
-    from elasticity_lib.prepare import prepare_data
 
     tidy = cigar_tidy()
     other = tidy.copy()

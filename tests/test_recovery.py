@@ -9,7 +9,7 @@ import xarray as xr
 from scipy import stats
 from scipy.spatial.distance import mahalanobis
 
-from elasticity_lib.recovery import coverage_threshold, joint_distance, recovery_table, region_estimates
+from elasticity_lib.validation.recovery import coverage_threshold, joint_distance, recovery_table, region_estimates
 
 
 def _tree(**variables):
@@ -102,6 +102,7 @@ def test_region_estimates_compares_models_at_one_region(normal_fit):
     hdi = az.hdi(draws, prob=0.94)
     assert table.loc["narrow", "hdi_lower"] == pytest.approx(float(hdi.sel(ci_bound="lower")))
     assert table.loc["narrow", "mean"] == pytest.approx(float(draws.mean()))
+    assert table.loc["narrow", "sd"] == pytest.approx(float(draws.std(ddof=1)))
     assert table.loc["narrow", "error"] == pytest.approx(float(draws.mean()) + 2.5)
     # the narrow posterior sits at the line (-2.0, 5 sds from the truth), the wide one near the truth
     assert table["covered"].tolist() == [False, True]

@@ -19,8 +19,7 @@ from conftest import SMALL_CONFIG
 from pydantic import ValidationError
 
 from elasticity_lib import cli
-from elasticity_lib.cli import InputError
-from elasticity_lib.prepare import prepare_data
+from elasticity_lib.data.prepare import prepare_data
 from elasticity_lib.scale import (
     _COMPILED,
     CATEGORY_FILES,
@@ -36,6 +35,7 @@ from elasticity_lib.scale import (
     simulate_catalogue,
     start_client,
 )
+from elasticity_lib.workflow import InputError
 
 SETTINGS = {"draws": 150, "tune": 150, "chains": 2}
 FITTED = {"ok", "unconverged"}

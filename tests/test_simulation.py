@@ -18,10 +18,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from scipy import stats
 
-from elasticity_lib.entities import TIDY_COLUMNS
-from elasticity_lib.models import to_original_covariance
-from elasticity_lib.reproducibility import z_threshold
-from elasticity_lib.simulation import (
+from elasticity_lib.data.entities import TIDY_COLUMNS
+from elasticity_lib.data.simulation import (
     POOLING_SCENARIO,
     POOLING_SEED,
     POOLING_THIN_REGION,
@@ -34,6 +32,8 @@ from elasticity_lib.simulation import (
     simulate_pooling_market,
     store_deviation_price,
 )
+from elasticity_lib.models import to_original_covariance
+from elasticity_lib.reproducibility import z_threshold
 
 Z = 5.0  # standard errors allowed for each moment check (false alarm < 1e-6 per check)
 

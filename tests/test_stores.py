@@ -6,15 +6,14 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
+from elasticity_lib.data.prepare import prepare_data
+from elasticity_lib.data.simulation import SimulationConfig, simulate_market
 from elasticity_lib.inference import add_group_effects
 from elasticity_lib.models import build_model
-from elasticity_lib.prepare import prepare_data
-from elasticity_lib.simulation import SimulationConfig, simulate_market
-from elasticity_lib.stores import (
+from elasticity_lib.store_estimates import (
     error_by_size,
     error_table,
     no_pooling_fits,
-    posterior_estimates,
     region_only_estimates,
     store_errors,
 )
@@ -131,6 +130,7 @@ def test_no_pooling_matches_least_squares_and_t_intervals(data):
         assert row["estimate"] == pytest.approx(coef[1], rel=1e-9)
         assert row["se"] == pytest.approx(se, rel=1e-9)
         assert (row["lower"], row["upper"]) == pytest.approx((coef[1] - half, coef[1] + half), rel=1e-9)
+        assert row["resid_sd"] == pytest.approx(np.sqrt(rss[0] / dof), rel=1e-9)
 
 
 def test_no_pooling_rejects_stores_too_small_or_flat():
@@ -149,18 +149,22 @@ def test_posterior_and_region_only_estimates(data):
     rng = np.random.default_rng(2)
     region = az.from_dict({"posterior": {"beta": rng.normal([-2.0, -3.0, -4.0], 0.1, (2, 500, 3))}},
                           dims={"beta": ["region"]}, coords={"region": data.coords["region"]}).posterior["beta"]
-    per_region = posterior_estimates(region, prob=0.8, dim="region")
     flat = region.values.reshape(-1, 3)
-    np.testing.assert_allclose(per_region["estimate"], flat.mean(axis=0))
-    np.testing.assert_allclose(per_region["lower"], np.quantile(flat, 0.1, axis=0))
-    np.testing.assert_allclose(per_region["upper"], np.quantile(flat, 0.9, axis=0))
     stores = region_only_estimates(region, data, prob=0.8)
     assert list(stores.index) == list(data.coords["store"])
     for k in range(data.n_stores):
-        r = data.coords["region"][data.store_region_idx[k]]
-        assert stores.iloc[k].tolist() == per_region.loc[r].tolist()
-    with pytest.raises(ValueError, match="'store'"):
-        posterior_estimates(region, dim="store")
+        j = data.store_region_idx[k]
+        np.testing.assert_allclose(stores.iloc[k][["mean", "eti80_low", "eti80_high"]].to_numpy(dtype=float),
+                                   [flat[:, j].mean(), np.quantile(flat[:, j], 0.1), np.quantile(flat[:, j], 0.9)])
+    # a posterior table enters store_errors as it is: its mean and the interval its attrs name
+    truth = pd.Series(-3.0, index=stores.index)
+    errors = store_errors({"region only": stores}, truth, pd.Series(10, index=stores.index))
+    np.testing.assert_allclose(errors["estimate"], stores["mean"])
+    np.testing.assert_allclose(errors["lower"], stores["eti80_low"])
+    np.testing.assert_allclose(errors["upper"], stores["eti80_high"])
+    with pytest.raises(ValueError, match="no attrs 'prob' and 'interval'"):
+        store_errors({"bare": stores[["mean"]].copy().pipe(lambda f: setattr(f, "attrs", {}) or f)}, truth,
+                     pd.Series(10, index=stores.index))
 
 
 def test_error_table_and_bins_by_hand():

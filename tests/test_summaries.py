@@ -13,21 +13,21 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from elasticity_lib import predictive
+from elasticity_lib import predict
 from elasticity_lib.baselines import no_pooling_fits
-from elasticity_lib.cli import _interval_stats
-from elasticity_lib.predictive import (
+from elasticity_lib.data.cigar import cigar_tidy, load_cigar
+from elasticity_lib.data.prepare import prepare_data
+from elasticity_lib.predict import (
     posterior_predictive_draws,
     predictive_bands,
     price_grid,
     quantity_bands,
     row_effects,
 )
-from elasticity_lib.prepare import prepare_data
-from elasticity_lib.real_data import cigar_tidy, load_cigar
-from elasticity_lib.recovery import recovery_table
-from elasticity_lib.stores import posterior_estimates
+from elasticity_lib.store_estimates import store_errors
 from elasticity_lib.summaries import interval_columns, posterior_table
+from elasticity_lib.validation.recovery import recovery_table
+from elasticity_lib.workflow import _interval_stats
 
 # --------------------------------------------------------------------------------------
 # verbatim copies of the replaced functions (references for "results did not change")
@@ -264,8 +264,11 @@ def test_posterior_table_reproduces_the_replaced_tables_exactly(prob):
     draws = _draws(seed=5)
     pd.testing.assert_frame_equal(posterior_table(draws, "g", prob=prob),
                                   _legacy_real_data_interval_table(draws, "g", prob=prob))
-    estimates = posterior_estimates(draws, prob=prob, dim="g")
-    pd.testing.assert_frame_equal(estimates, _legacy_posterior_estimates(draws, prob=prob, dim="g"))
+    # store_errors reads a posterior table's mean and interval where the adapter's columns were
+    legacy = _legacy_posterior_estimates(draws, prob=prob, dim="g")
+    truth, n_obs = pd.Series(0.0, index=legacy.index), pd.Series(10, index=legacy.index)
+    table = posterior_table(draws, "g", prob=prob, interval="equal-tailed")
+    pd.testing.assert_frame_equal(store_errors({"m": table}, truth, n_obs), store_errors({"m": legacy}, truth, n_obs))
 
 
 def test_cli_table_reproduces_the_replaced_table_exactly():
@@ -364,7 +367,7 @@ def test_predictive_bands_reproduce_the_replaced_bands_exactly(small_data, prob)
     bands = quantity_bands(tree, price_grid(small_data, 7), prob=prob, seed=4)
     np.testing.assert_array_equal(bands["curve_median"].values,
                                   predictive_bands(tree, small_data, n_points=7, prob=prob, seed=4)["median"].values)
-    assert predictive.quantity_bands is quantity_bands
+    assert predict.quantity_bands is quantity_bands
 
 
 # --------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ script writes them into ``elasticity_lib/data/local/``, which git ignores. See
 The two files written keep every value of bayesm's ``orangeJuice`` unchanged (the ``yx``
 table without its column of ones, and ``storedemo``); the script reads them back and
 checks that they equal the source exactly. Renaming and derived columns are the loader's
-job (:func:`elasticity_lib.orange_juice.load_orange_juice`).
+job (:func:`elasticity_lib.data.orange_juice.load_orange_juice`).
 """
 
 from __future__ import annotations

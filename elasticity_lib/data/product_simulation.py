@@ -1,6 +1,6 @@
 """Simulate a category: products sold in stores within regions, with own and cross-price effects.
 
-The data generating process is the multi-product model of :mod:`elasticity_lib.products`
+The data generating process is the multi-product model of :mod:`elasticity_lib.models.products`
 with a known truth. Products sit in tiers (premium, value, ...): products of one tier are
 close substitutes (positive cross-price elasticities), products of different tiers weaker
 ones, and the last two products are complements (negative cross-price elasticities, as for
@@ -124,7 +124,7 @@ class ProductMarket:
     truth: ProductTruth
 
     def table(self) -> pd.DataFrame:
-        """``sales.merge(stores)``: the long table :func:`~elasticity_lib.products.prepare_product_data` reads."""
+        """``sales.merge(stores)``: the long table :func:`~elasticity_lib.models.products.prepare_product_data` reads."""
         return self.sales.merge(self.stores, on="store", how="left", validate="many_to_one")
 
 
@@ -144,7 +144,7 @@ def simulate_products(config: ProductMarketConfig | None = None, *, seed: int | 
     """Draw a category from the data generating process (module docstring); vectorised and seeded.
 
     Every product is on sale in every week of every store, so the table passes
-    :func:`~elasticity_lib.products.prepare_product_data`. Unit costs (in the truth) are
+    :func:`~elasticity_lib.models.products.prepare_product_data`. Unit costs (in the truth) are
     60% of each product's base price, for the pricing examples.
     """
     c = config or ProductMarketConfig()

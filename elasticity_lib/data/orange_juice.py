@@ -86,7 +86,7 @@ STOREDEMO_COLUMNS = ("STORE", *DEMOGRAPHICS)
 SALES_FILE = "orange_juice_yx.csv.gz"
 STORES_FILE = "orange_juice_storedemo.csv"
 #: Where ``make orange-juice-data`` puts the local copy (ignored by git).
-DEFAULT_DIR = Path(__file__).resolve().parent / "data" / "local"
+DEFAULT_DIR = Path(__file__).resolve().parent / "local"
 
 _HOW_TO_GET = """the Dominick's orange-juice data are not shipped with this package (their terms do not clearly
 allow redistribution); build a local copy once, offline, from bayesm's orangeJuice.rda:
@@ -289,7 +289,7 @@ def price_ranges(oj: OrangeJuice) -> pd.DataFrame:
 
 
 def category_table(oj: OrangeJuice, covariates=CATEGORY_COVARIATES) -> pd.DataFrame:
-    """The long table :func:`~elasticity_lib.products.prepare_product_data` takes, with the chosen store covariates.
+    """The long table :func:`~elasticity_lib.models.products.prepare_product_data` takes, with the chosen store covariates.
 
     One row per store, week and brand: the columns of :attr:`OrangeJuice.sales` (``price``
     in dollars per ounce, ``quantity`` in ounces, ``deal``, ``feature``, ``profit``, ...)

@@ -26,10 +26,10 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
-from ._checks import check_prices, check_probability, posterior_dataset
-from .models import build_model
-from .prepare import ModelData
-from .reproducibility import sampler_seed
+from elasticity_lib._checks import check_prices, check_probability, posterior_dataset
+from elasticity_lib.data.prepare import ModelData
+from elasticity_lib.models.builder import build_model
+from elasticity_lib.reproducibility import sampler_seed
 
 __all__ = [
     "OBSERVED_NAME",
@@ -215,7 +215,7 @@ def quantity_bands(effects, prices, *, prob: float = 0.94, seed=None) -> xr.Data
 
     ``effects`` is a fit's ``DataTree`` or a posterior ``Dataset`` with region-level
     ``alpha``, ``beta`` (dims chain, draw, region) and ``sigma``, such as the effects of
-    fitted and new regions from :func:`elasticity_lib.new_regions.predict_regions`.
+    fitted and new regions from :func:`elasticity_lib.validation.holdout.predict_regions`.
     ``prices`` is either one 1-d array of prices shared by every region or a grid per
     region, a ``DataArray`` with dims ``(region, point)`` such as :func:`price_grid`.
 
@@ -290,7 +290,7 @@ def predictive_bands(idata: xr.DataTree, data: ModelData, *, n_points: int = 30,
     Returns a ``Dataset`` with dims ``(region, point)`` and the variables ``price``,
     ``median`` (``curve_median`` of :func:`quantity_bands`), ``curve_lower``,
     ``curve_upper``, ``pred_lower`` and ``pred_upper``, the layout that
-    :func:`~elasticity_lib.posterior_plots.plot_predictive_bands` draws.
+    :func:`~elasticity_lib.plots.posterior.plot_predictive_bands` draws.
 
     Without a ``seed`` the noise draws use ``sampler_seed("predictive_bands")``.
     """

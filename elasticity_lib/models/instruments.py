@@ -24,7 +24,7 @@ normal (tested against SciPy).
 
 The demand equation is pooled across regions exactly as the book's multilevel model
 (:mod:`~elasticity_lib.models`): the same income lines, region deviations, priors and
-centring (:class:`~elasticity_lib.prepare.Centring`), and the same names (``a0, a1, b0,
+centring (:class:`~elasticity_lib.data.prepare.Centring`), and the same names (``a0, a1, b0,
 b1, sigma_a, sigma_b, sigma, alpha, beta``), so the pricing and recovery functions read
 its results unchanged. Without an instrument and without controls, it *is* the book's
 multilevel model in its row form (tested).
@@ -45,13 +45,13 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, field_validator
 from scipy import stats
 
-from ._checks import posterior_dataset
-from .inference import SAMPLING_DEFAULTS, exact_numba_arithmetic
-from .inference import fit as _fit
-from .likelihoods import LOG_2PI
-from .models import PRIORS, SPEC_PREFIX, ModelSpec, _income_lines, spec_attributes
-from .prepare import Centring, ModelData
-from .reproducibility import sampler_seed
+from elasticity_lib._checks import posterior_dataset
+from elasticity_lib.data.prepare import Centring, ModelData
+from elasticity_lib.inference import SAMPLING_DEFAULTS, exact_numba_arithmetic
+from elasticity_lib.inference import fit as _fit
+from elasticity_lib.models.builder import PRIORS, SPEC_PREFIX, ModelSpec, _income_lines, spec_attributes
+from elasticity_lib.models.likelihoods import LOG_2PI
+from elasticity_lib.reproducibility import sampler_seed
 
 __all__ = [
     "CONTROLS", "IV_PRIORS", "WEAK_F", "IV_KIND", "DEMAND_KIND", "IVConfig", "IVDesign", "FirstStage", "first_stage",
@@ -583,7 +583,7 @@ def last_periods(table: pd.DataFrame, k: int) -> np.ndarray:
     """Which rows are in the last ``k`` periods of their store (a boolean mask).
 
     A store's periods are read from ``time_step``, which counts down to 0 at its most
-    recent row (:meth:`~elasticity_lib.entities.Market.to_dataframe`): the mask is
+    recent row (:meth:`~elasticity_lib.data.entities.Market.to_dataframe`): the mask is
     ``time_step < k``. Fitting on the other rows and scoring these is how a retailer uses
     the model: fit on the past, predict the next ``k`` periods of every store. A store
     with no more than ``k`` rows would have no past left: that is an error naming it.
@@ -636,13 +636,13 @@ def run_iv_sbc(data: ModelData, design: IVDesign, n_markets: int, *, seed: int =
 
     Markets come from :func:`simulate_iv_markets`; the model is compiled once with
     nutpie and every market swaps in its log prices and log quantities. Returns a
-    :class:`~elasticity_lib.calibration.SBCResult` whose ranks, coverages and settings
+    :class:`~elasticity_lib.validation.calibration.SBCResult` whose ranks, coverages and settings
     read like those of the multilevel model's calibration. ``seed`` simulates the markets;
     ``fit_seed`` (default ``sampler_seed("iv_sbc")``) seeds the sampler.
     """
     import nutpie
 
-    from .calibration import SBCResult, market_rank_rows, sbc_tables
+    from elasticity_lib.validation.calibration import SBCResult, market_rank_rows, sbc_tables
 
     if n_ranked > draws * chains:
         raise ValueError(f"n_ranked ({n_ranked}) exceeds the number of posterior draws ({draws * chains})")

@@ -1,4 +1,4 @@
-"""Figures of fitted models: predictive checks, traces, forests and pair plots.
+"""Figures of fitted models: predictive checks, traces, forests, pair plots and estimates per group.
 
 ArviZ draws what it already knows how to draw (forest, trace, pair and posterior
 predictive density plots); matplotlib draws the rest (the prior predictive check and the
@@ -12,15 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import arviz as az
-import graphviz
 import matplotlib.pyplot as plt
 import numpy as np
-import pymc as pm
+import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
-from .predictive import OBSERVED_NAME
-from .prepare import ModelData
+from elasticity_lib.data.prepare import ModelData
+from elasticity_lib.predict import OBSERVED_NAME
 
 __all__ = [
     "plot_prior_predictive",
@@ -30,8 +29,7 @@ __all__ = [
     "plot_population_pair",
     "plot_ppc_models",
     "plot_prior_vs_posterior",
-    "canonical_graph",
-    "model_graph",
+    "plot_state_elasticities",
 ]
 
 _TRUTH_STYLE = {"color": "crimson", "marker": "D", "s": 28, "zorder": 5, "gid": "truth"}
@@ -60,7 +58,7 @@ def plot_prior_predictive(prior: xr.DataTree, data: ModelData, *, region=None, n
     the observed one. Right: the prior's demand lines ``alpha + beta * log price`` of one
     region (default: the region with the fewest rows) over its observed prices, with its
     observations. ``prior`` is the output of
-    :func:`elasticity_lib.predictive.sample_prior_predictive`.
+    :func:`elasticity_lib.predict.sample_prior_predictive`.
     """
     num_draws = _check_draws(num_draws)
     for group in ("prior", "prior_predictive"):
@@ -111,8 +109,8 @@ def plot_predictive_bands(bands: xr.Dataset, data: ModelData, *, col_wrap: int =
                           title: str = "Posterior predictive bands of quantity against price") -> Figure:
     """One panel per region: observed sales, the median demand curve and two bands.
 
-    ``bands`` comes from :func:`elasticity_lib.predictive.predictive_bands` (or from
-    :func:`~elasticity_lib.predictive.quantity_bands` on its price grid). The dark band
+    ``bands`` comes from :func:`elasticity_lib.predict.predictive_bands` (or from
+    :func:`~elasticity_lib.predict.quantity_bands` on its price grid). The dark band
     is the uncertainty about the region's demand curve, the light band where a new
     week's quantity is expected to fall (both at the bands' probability).
     """
@@ -247,7 +245,7 @@ def plot_ppc_models(idatas: Mapping[str, xr.DataTree], *, num_samples: int = 50,
     """Posterior predictive density of log quantity against the data, one panel per model.
 
     Each fit needs the groups added by
-    :func:`elasticity_lib.predictive.add_posterior_predictive`.
+    :func:`elasticity_lib.predict.add_posterior_predictive`.
     """
     num_samples = _check_draws(num_samples)
     tree = ppc_tree(idatas)
@@ -266,7 +264,7 @@ def plot_prior_vs_posterior(prior: xr.DataTree, idata: xr.DataTree, var_names: S
                             title: str = "Prior and posterior") -> Figure:
     """Prior and posterior density of each variable in one panel (ArviZ's plot_prior_posterior).
 
-    ``prior`` is the output of :func:`elasticity_lib.predictive.sample_prior_predictive`;
+    ``prior`` is the output of :func:`elasticity_lib.predict.sample_prior_predictive`;
     ``idata`` is not modified. A posterior much narrower than its prior means the data
     informed the parameter; one that looks like its prior means they did not.
     """
@@ -289,45 +287,28 @@ def plot_prior_vs_posterior(prior: xr.DataTree, idata: xr.DataTree, var_names: S
     return fig
 
 
-def canonical_graph(graph: graphviz.Digraph) -> graphviz.Digraph:
-    """The same graph with its statements in a fixed order.
+def plot_state_elasticities(partial: pd.DataFrame, separate: pd.DataFrame, ax=None):
+    """State elasticities: separate least squares per state against the three-level model.
 
-    :func:`pymc.model_to_graphviz` emits nodes, plates and edges in the order of Python
-    sets, which changes between interpreter sessions; Graphviz then numbers the elements
-    of its SVG differently and a notebook's output changes from run to run. Sorting the
-    top-level nodes, the plates (and the nodes inside each) and the edges gives a stable
-    drawing of the identical graph.
+    No pooling against partial pooling, with 94% intervals, states sorted by division.
+
+    ``partial`` is indexed by state with ``mean``, ``hdi94_low``, ``hdi94_high`` (a
+    :func:`elasticity_lib.summaries.posterior_table`) and ``division``; ``separate`` is
+    :func:`elasticity_lib.baselines.no_pooling_fits` of the panel, indexed by state.
     """
-    nodes, edges, plates, other = [], [], [], []
-    block: list[str] | None = None
-    for line in graph.body:
-        if block is not None:
-            block.append(line)
-            if line.strip() == "}":
-                plates.append(block)
-                block = None
-        elif line.lstrip().startswith("subgraph"):
-            block = [line]
-        elif " -> " in line:
-            edges.append(line)
-        elif "[" in line:
-            nodes.append(line)
-        else:
-            other.append(line)
-    if block is not None:
-        raise ValueError("unterminated subgraph in the graph body")
-
-    def sorted_plate(lines: list[str]) -> list[str]:
-        head, inner, tail = lines[0], lines[1:-1], lines[-1]
-        members = sorted(ln for ln in inner if not ln.strip().startswith("label="))
-        labels = [ln for ln in inner if ln.strip().startswith("label=")]
-        return [head, *members, *labels, tail]
-
-    out = graph.copy()
-    out.body = [*other, *sorted(nodes), *(ln for p in sorted(plates) for ln in sorted_plate(p)), *sorted(edges)]
-    return out
-
-
-def model_graph(model: pm.Model) -> graphviz.Digraph:
-    """:func:`pymc.model_to_graphviz` with a reproducible layout (see :func:`canonical_graph`)."""
-    return canonical_graph(pm.model_to_graphviz(model))
+    order = partial.sort_values(["division", "mean"]).index
+    y = np.arange(len(order))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 10), layout="constrained")
+    sep = separate.loc[order]
+    ax.errorbar(sep["estimate"], y + 0.2, xerr=1.88 * sep["se"], fmt="o", ms=3, color="0.6",
+                label="separate least squares per state (±1.88 se)")
+    part = partial.loc[order]
+    ax.errorbar(part["mean"], y - 0.2, xerr=[part["mean"] - part["hdi94_low"], part["hdi94_high"] - part["mean"]],
+                fmt="o", ms=3, color="C0", label="three-level model (94% HDI)")
+    ax.set_yticks(y, [f"{s} ({d})" for s, d in zip(order, part["division"])], fontsize=7)
+    ax.axvline(0, color="0.8", lw=0.8)
+    ax.set_xlabel("price elasticity of packs per capita")
+    ax.set_title("State elasticities: no pooling against partial pooling")
+    ax.legend(loc="lower left", fontsize=8)
+    return ax

@@ -15,7 +15,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from .entities import store_label
+from elasticity_lib.data.entities import store_label
 
 __all__ = [
     "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "NUMERIC_COLUMNS", "STORE_IDS", "ZERO_SALES", "PRICE_VARIATION_TOL",

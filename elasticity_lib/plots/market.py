@@ -4,7 +4,7 @@ Every function draws with matplotlib and seaborn, gives each panel a title and a
 labels, and returns the matplotlib :class:`~matplotlib.figure.Figure` (or
 :class:`~matplotlib.axes.Axes` where an ``ax`` can be passed in) without showing it, so a
 notebook displays it and a test can inspect it. Tables are the tidy market table of
-:meth:`elasticity_lib.entities.Market.to_dataframe` or a user's table with the same columns.
+:meth:`elasticity_lib.data.entities.Market.to_dataframe` or a user's table with the same columns.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
-from .entities import SimulationTruth
-from .prepare import require_columns
-from .theory import linear_demand, linear_elasticity, loglog_demand, loglog_elasticity
+from elasticity_lib.data.entities import SimulationTruth
+from elasticity_lib.data.prepare import require_columns
+from elasticity_lib.theory import linear_demand, linear_elasticity, loglog_demand, loglog_elasticity
 
 __all__ = [
     "plot_demand_and_elasticity",

@@ -18,14 +18,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
 from scipy import stats
 
-from ._checks import check_probability, posterior_dataset
-from .summaries import interval_columns, posterior_table
+from elasticity_lib._checks import check_probability, posterior_dataset
+from elasticity_lib.summaries import interval_columns, posterior_table
 
 __all__ = ["recovery_table", "coverage_threshold", "JointDistance", "joint_distance", "region_estimates"]
 
@@ -140,7 +139,7 @@ def region_estimates(fits: Mapping[str, xr.DataTree], region, true_value: float,
     """One region's estimate under several models, side by side with its true value.
 
     One row per model (``fits`` maps a name to a fit): the posterior mean and sd of
-    ``var_name`` at ``region``, its ``prob`` HDI and width, whether the HDI covers
+    ``var_name`` at ``region`` and its ``prob`` HDI (:func:`~elasticity_lib.summaries.posterior_table`), the HDI's width, whether the HDI covers
     ``true_value``, and the error ``mean - true_value``. With ``line_value`` (the
     population line's value for the region, e.g. ``b0 + b1 * income``) the column
     ``share_to_line`` says how far each mean lies from the truth towards the line
@@ -160,11 +159,10 @@ def region_estimates(fits: Mapping[str, xr.DataTree], region, true_value: float,
         coords = list(da[extra[0]].values)
         if region not in coords:
             raise ValueError(f"region {region!r} is not among model {name!r}'s {extra[0]} coordinates {coords}")
-        draws = da.sel({extra[0]: region})
-        hdi = az.hdi(draws, prob=prob)
-        lower, upper = float(hdi.sel(ci_bound="lower")), float(hdi.sel(ci_bound="upper"))
-        mean = float(draws.mean())
-        row = {"mean": mean, "sd": float(draws.std()), "hdi_lower": lower, "hdi_upper": upper,
+        summary = posterior_table(da.sel({extra[0]: [region]}), extra[0], prob=prob).iloc[0]
+        low, high = interval_columns(prob)
+        mean, lower, upper = float(summary["mean"]), float(summary[low]), float(summary[high])
+        row = {"mean": mean, "sd": float(summary["sd"]), "hdi_lower": lower, "hdi_upper": upper,
                "hdi_width": upper - lower, "covered": bool(lower <= true_value <= upper),
                "error": mean - float(true_value)}
         if line_value is not None:

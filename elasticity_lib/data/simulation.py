@@ -20,7 +20,7 @@ from pydantic import (
 )
 from scipy.special import digamma
 
-from .entities import Market, Region, SimulationTruth, Sku, Store, store_label
+from elasticity_lib.data.entities import Market, Region, SimulationTruth, Sku, Store, store_label
 
 __all__ = [
     "SimulationConfig", "simulate_market", "store_deviation_price", "REFERENCE_SEED", "gamma_shape_scale",
@@ -238,7 +238,7 @@ POOLING_THIN_REGION = 0
 #: of 6 rows per store against 22 elsewhere). The deviations are simulated at the
 #: expected log price (:func:`expected_log_price`, 0.39), where the models define theirs,
 #: so the true ``rho`` of the models is -0.6 up to the sampling error of the mean log
-#: price (:meth:`~elasticity_lib.entities.SimulationTruth.region_deviations` gives it
+#: price (:meth:`~elasticity_lib.data.entities.SimulationTruth.region_deviations` gives it
 #: exactly). Everything else is the reference's.
 POOLING_SCENARIO = SimulationConfig(
     n_regions=12,

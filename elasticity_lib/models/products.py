@@ -51,7 +51,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from .prepare import _check_numeric, _py, _rows, _shown, check_option, require_columns
+from elasticity_lib.data.prepare import _check_numeric, _py, _rows, _shown, check_option, require_columns
 
 __all__ = [
     "PRODUCT_COLUMNS", "PRODUCT_PRIORS", "PRODUCT_LIKELIHOODS", "MIN_STORES", "MIN_PRODUCTS", "MIN_WEEKS",
@@ -537,7 +537,7 @@ def build_product_model(data: ProductData, likelihood: str | None = None, *, sha
     import pymc as pm
     import pytensor.tensor as pt
 
-    from .models import ModelSpec
+    from elasticity_lib.models.builder import ModelSpec
 
     likelihood = likelihood or "marginal"
     check_option("likelihood", likelihood, PRODUCT_LIKELIHOODS)
@@ -668,7 +668,7 @@ def add_store_effects(idata, spec, seed=None):
 
 def product_spec_attributes(spec) -> dict:
     """The model's specification as plain attributes of a fitted result (see ``models.spec_attributes``)."""
-    from .models import SPEC_PREFIX
+    from elasticity_lib.models.builder import SPEC_PREFIX
 
     data: ProductData = spec.data
     k = data.centring
@@ -688,7 +688,7 @@ def elasticity_matrix(idata, prob: float = 0.94) -> pd.DataFrame:
     ``product`` is the product whose sales respond, ``price_of`` the product whose price
     changes; own elasticities are on the diagonal (at the mean covariates).
     """
-    from ._checks import check_probability, posterior_dataset
+    from elasticity_lib._checks import check_probability, posterior_dataset
 
     check_probability(prob)
     e = posterior_dataset(idata)["elasticity"].stack(sample=("chain", "draw"))
@@ -702,7 +702,7 @@ def elasticity_matrix(idata, prob: float = 0.94) -> pd.DataFrame:
 
 def population_parameters(idata) -> list[str]:
     """Names of the sampled population-level variables (what convergence checks look at)."""
-    from ._checks import posterior_dataset
+    from elasticity_lib._checks import posterior_dataset
 
     post = posterior_dataset(idata)
     names = ["coef_mean", "coef_covariate", "elasticity", "store_sd", "sigma"]

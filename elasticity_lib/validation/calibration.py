@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 
-from ._checks import check_probability
-from .inference import KIND_SAMPLING, SAMPLING_DEFAULTS, add_group_effects, exact_numba_arithmetic
-from .models import ModelSpec, build_model
-from .prepare import STAT_FIELDS, ModelData
-from .reproducibility import sampler_seed
+from elasticity_lib._checks import check_probability
+from elasticity_lib.data.prepare import STAT_FIELDS, ModelData
+from elasticity_lib.inference import KIND_SAMPLING, SAMPLING_DEFAULTS, add_group_effects, exact_numba_arithmetic
+from elasticity_lib.models.builder import ModelSpec, build_model
+from elasticity_lib.reproducibility import sampler_seed
 
 __all__ = [
     "POPULATION_PARAMETERS",
@@ -365,7 +365,7 @@ def calibration_checks(ranks: pd.DataFrame, n_ranked: int, false_alarm: float = 
     50% (94%) interval covers the truth is Binomial(n, 0.5) (Binomial(n, 0.94)) when the
     posterior is right. Each parameter gets five tests: each coverage from below and from
     above (``low50..high50``, ``low94..high94``, bounds from
-    :func:`~elasticity_lib.recovery.coverage_threshold`) and the chi-square test of uniform
+    :func:`~elasticity_lib.validation.recovery.coverage_threshold`) and the chi-square test of uniform
     ranks over ``bins`` bins (``rank_p`` above ``p_floor``). ``false_alarm`` is split
     evenly over all tests of all parameters (Bonferroni), so a correct posterior fails any
     of them with probability at most ``false_alarm`` (for the rank test as far as its
@@ -373,7 +373,7 @@ def calibration_checks(ranks: pd.DataFrame, n_ranked: int, false_alarm: float = 
     for small runs). Elasticities of one market share its population parameters, so the
     pooled rows of :func:`coverage_table` are not binomial; each parameter on its own is.
     """
-    from .recovery import coverage_threshold
+    from elasticity_lib.validation.recovery import coverage_threshold
 
     n_params = ranks["parameter"].nunique()
     each = false_alarm / (5 * n_params)

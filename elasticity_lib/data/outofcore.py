@@ -1,11 +1,11 @@
 """Per-group sufficient statistics of a Parquet data set larger than memory, with Dask.
 
 The book's fast models see the data only through each group's count, means and centred
-sums (:class:`~elasticity_lib.prepare.GroupStats`). Those are sums over rows, so they can be
+sums (:class:`~elasticity_lib.data.prepare.GroupStats`). Those are sums over rows, so they can be
 computed piece by piece: :func:`dataset_stats` reads a Parquet data set one row group at a
 time (a :mod:`dask.dataframe` partition each), validates every row as
-:func:`~elasticity_lib.prepare.prepare_data` does, and aggregates per store with a Dask
-group-by, in two passes like :meth:`GroupStats.from_arrays <elasticity_lib.prepare.GroupStats.from_arrays>`:
+:func:`~elasticity_lib.data.prepare.prepare_data` does, and aggregates per store with a Dask
+group-by, in two passes like :meth:`GroupStats.from_arrays <elasticity_lib.data.prepare.GroupStats.from_arrays>`:
 store means first, then centred sums around them. Region statistics are combined exactly
 from their stores' (the parallel form of the centred sums). Memory stays bounded by a few
 row groups per worker, whatever the size of the data set.
@@ -25,8 +25,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .entities import store_label
-from .prepare import NUMERIC_COLUMNS, REQUIRED_COLUMNS, STORE_IDS, ZERO_SALES, GroupStats, check_option
+from elasticity_lib.data.entities import store_label
+from elasticity_lib.data.prepare import (
+    NUMERIC_COLUMNS,
+    REQUIRED_COLUMNS,
+    STORE_IDS,
+    ZERO_SALES,
+    GroupStats,
+    check_option,
+)
 
 __all__ = ["BadRowsError", "DatasetStats", "parquet_pieces", "read_parquet_rows", "dataset_stats",
            "combine_stats"]
@@ -180,7 +187,7 @@ class DatasetStats:
     """What the models need from a data set, computed out of core.
 
     ``coords``, ``income``, ``store_region_idx`` and both :class:`GroupStats` are ordered as
-    :func:`~elasticity_lib.prepare.prepare_data` orders them (regions sorted, stores by
+    :func:`~elasticity_lib.data.prepare.prepare_data` orders them (regions sorted, stores by
     region then first appearance), so they can be compared with, and stand in for, its
     ``region_stats`` and ``store_stats``.
     """
@@ -227,7 +234,7 @@ def dataset_stats(path: str | os.PathLike, *, store_ids: str = "global", zero_sa
     path : path
         A Parquet file or a folder of them (every ``*.parquet`` below it).
     store_ids, zero_sales : str
-        As for :func:`~elasticity_lib.prepare.prepare_data`.
+        As for :func:`~elasticity_lib.data.prepare.prepare_data`.
     scheduler : optional
         Passed to :func:`dask.compute` (``"threads"``, ``"synchronous"``, a ``distributed.Client``);
         Dask's default otherwise.

@@ -1,9 +1,9 @@
 """Simulate a market whose prices are set by someone who expects demand.
 
-The book's data generating process (:mod:`~elasticity_lib.simulation`) draws prices at
+The book's data generating process (:mod:`~elasticity_lib.data.simulation`) draws prices at
 random, independently of demand, and so every elasticity the book estimates is a causal
 one. Real prices are set by people who expect demand. This module adds, on top of a
-market from :func:`~elasticity_lib.simulation.simulate_market`, the ways a price setter
+market from :func:`~elasticity_lib.data.simulation.simulate_market`, the ways a price setter
 and customers make price and demand move together:
 
 * **anticipation**: in every store and period the price setter sees part of the demand
@@ -11,7 +11,7 @@ and customers make price and demand move together:
   the shock is ``anticipation``);
 * **a cost shifter** (a regional wholesale cost index that changes every period) that
   moves the price but not demand: the instrument of
-  :mod:`~elasticity_lib.instruments`;
+  :mod:`~elasticity_lib.models.instruments`;
 * **temporary promotions** that cut the price, lift demand beyond the price cut
   (displays, features) and are followed by a **post-promotion dip** (customers stocked
   up); a store never runs two promotions in a row;
@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
 
-from .entities import Market, Region, Sku, Store, store_label
-from .simulation import SimulationConfig, simulate_market
+from elasticity_lib.data.entities import Market, Region, Sku, Store, store_label
+from elasticity_lib.data.simulation import SimulationConfig, simulate_market
 
 __all__ = ["EXTRA_COLUMNS", "PriceSettingConfig", "PricedMarket", "simulate_priced_market", "CHAPTER_SETTING",
            "CHAPTER_SEED"]
@@ -121,7 +121,7 @@ class PricedMarket:
 
     @property
     def truth(self):
-        """The true parameters (:class:`~elasticity_lib.entities.SimulationTruth`)."""
+        """The true parameters (:class:`~elasticity_lib.data.entities.SimulationTruth`)."""
         return self.market.truth
 
     def to_dataframe(self) -> pd.DataFrame:

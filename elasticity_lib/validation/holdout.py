@@ -31,9 +31,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._checks import check_probability, posterior_dataset
-from .inference import KIND_SAMPLING, SAMPLING_DEFAULTS, add_group_effects, exact_numba_arithmetic
-from .models import (
+from elasticity_lib._checks import check_probability, posterior_dataset
+from elasticity_lib.data.prepare import STAT_FIELDS, Centring, ModelData, prepare_data
+from elasticity_lib.inference import KIND_SAMPLING, SAMPLING_DEFAULTS, add_group_effects, exact_numba_arithmetic
+from elasticity_lib.models.builder import (
     MIN_REGIONS,
     SPEC_PREFIX,
     WEIGHTED_FORMS,
@@ -43,8 +44,7 @@ from .models import (
     recorded,
     region_cholesky,
 )
-from .prepare import STAT_FIELDS, Centring, ModelData, prepare_data
-from .reproducibility import sampler_seed
+from elasticity_lib.reproducibility import sampler_seed
 
 __all__ = [
     "PREDICTABLE_KINDS",

@@ -2,8 +2,9 @@
 
 No pooling fits one ordinary least squares regression of log quantity on log price per
 store, with t-intervals (:func:`elasticity_lib.baselines.no_pooling_fits`, re-exported
-here). :func:`posterior_estimates` puts any posterior in the same columns. Region-only gives every store the elasticity of its
-region from the two-level model. The three-level model (``store_multilevel``) shrinks
+here). A posterior enters as its :func:`~elasticity_lib.summaries.posterior_table` (mean and
+interval of each store). Region-only gives every store the elasticity of its region from the
+two-level model (:func:`region_only_estimates`). The three-level model (``store_multilevel``) shrinks
 each store toward its region by an amount learnt from the data. :func:`store_errors`
 and :func:`error_table` compare any of them with the simulated truth.
 """
@@ -16,14 +17,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._checks import check_probability
-from .baselines import no_pooling_fits
-from .prepare import ModelData
-from .summaries import interval_columns, posterior_table
+from elasticity_lib._checks import check_probability
+from elasticity_lib.baselines import no_pooling_fits
+from elasticity_lib.data.prepare import ModelData
+from elasticity_lib.summaries import interval_columns, posterior_table
 
 __all__ = [
     "no_pooling_fits",
-    "posterior_estimates",
     "region_only_estimates",
     "store_errors",
     "error_table",
@@ -36,35 +36,48 @@ _ESTIMATE_COLUMNS = ["estimate", "lower", "upper"]
 _check_prob = check_probability
 
 
-def posterior_estimates(draws: xr.DataArray, prob: float = 0.94, dim: str = "store") -> pd.DataFrame:
-    """Posterior mean and equal-tailed ``prob`` interval of each element of ``dim``.
+def _estimate_columns(name: str, est: pd.DataFrame) -> pd.DataFrame:
+    """``estimate``, ``lower``, ``upper`` of one approach's table.
 
-    The columns ``estimate``, ``lower`` and ``upper`` of :func:`store_errors`, taken from
-    :func:`elasticity_lib.summaries.posterior_table` with ``interval="equal-tailed"``.
+    Either the columns themselves (:func:`~elasticity_lib.baselines.no_pooling_fits`) or a
+    :func:`~elasticity_lib.summaries.posterior_table`, whose ``mean`` is the estimate and
+    whose interval columns are named by its ``attrs`` (``prob``, ``interval``).
     """
-    _check_prob(prob)
-    table = posterior_table(draws, dim, prob=prob, interval="equal-tailed")
-    low, high = interval_columns(prob, "equal-tailed")
-    return table.rename(columns={"mean": "estimate", low: "lower", high: "upper"})[_ESTIMATE_COLUMNS]
+    if "mean" in est.columns and "estimate" not in est.columns:
+        if "prob" not in est.attrs or "interval" not in est.attrs:
+            raise ValueError(f"estimates[{name!r}] has a 'mean' column but no attrs 'prob' and 'interval'; "
+                             "pass a summaries.posterior_table")
+        low, high = interval_columns(est.attrs["prob"], est.attrs["interval"])
+        est = est.rename(columns={"mean": "estimate", low: "lower", high: "upper"})
+    lacking = [c for c in _ESTIMATE_COLUMNS if c not in est.columns]
+    if lacking:
+        raise ValueError(f"estimates[{name!r}] lacks the columns {lacking}")
+    return est
 
 
 def region_only_estimates(region_draws: xr.DataArray, data: ModelData, prob: float = 0.94) -> pd.DataFrame:
-    """Every store gets its region's posterior mean and interval (dims chain, draw, region)."""
-    per_region = posterior_estimates(region_draws, prob=prob, dim="region")
+    """Every store gets its region's posterior table row (dims of the draws: chain, draw, region).
+
+    The rows of :func:`~elasticity_lib.summaries.posterior_table` with its equal-tailed
+    ``prob`` interval, one per store, indexed by store.
+    """
+    per_region = posterior_table(region_draws, "region", prob=prob, interval="equal-tailed")
     missing = [r for r in data.coords["region"] if r not in per_region.index]
     if missing:
         raise ValueError(f"region_draws lack the regions {missing} of the data")
     regions = [data.coords["region"][j] for j in data.store_region_idx]
     out = per_region.loc[regions].copy()
     out.index = pd.Index(list(data.coords["store"]), name="store")
+    out.attrs = dict(per_region.attrs)
     return out
 
 
 def store_errors(estimates: Mapping[str, pd.DataFrame], truth: pd.Series, n_obs: pd.Series) -> pd.DataFrame:
     """Long table of each approach's estimate, interval and error for every store.
 
-    ``estimates`` maps an approach name to a frame indexed by store with ``estimate``,
-    ``lower`` and ``upper``; ``truth`` and ``n_obs`` are indexed by store. Every approach
+    ``estimates`` maps an approach name to a frame indexed by store: one with ``estimate``,
+    ``lower`` and ``upper`` (:func:`~elasticity_lib.baselines.no_pooling_fits`), or a
+    :func:`~elasticity_lib.summaries.posterior_table` (its mean and interval); ``truth`` and ``n_obs`` are indexed by store. Every approach
     must cover exactly the stores of ``truth``.
     """
     if not estimates:
@@ -75,9 +88,7 @@ def store_errors(estimates: Mapping[str, pd.DataFrame], truth: pd.Series, n_obs:
         raise ValueError(f"n_obs lacks the stores {missing_n[:5]}")
     frames = []
     for name, est in estimates.items():
-        lacking = [c for c in _ESTIMATE_COLUMNS if c not in est.columns]
-        if lacking:
-            raise ValueError(f"estimates[{name!r}] lacks the columns {lacking}")
+        est = _estimate_columns(name, est)
         if set(est.index) != set(stores):
             extra = sorted(set(est.index) - set(stores), key=str)[:5]
             absent = sorted(set(stores) - set(est.index), key=str)[:5]

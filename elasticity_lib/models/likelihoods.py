@@ -6,7 +6,7 @@ row-by-row likelihood and against SciPy's multivariate normal.
 
 Notation for one group (a region or a store) with rows ``(x_i, y_i)``, ``x = log price``
 and ``y = log quantity``: ``n`` rows, means ``mx, my`` and centred sums of squares and
-cross-products ``cxx, cxy, cyy`` (see :class:`~elasticity_lib.prepare.GroupStats`).
+cross-products ``cxx, cxy, cyy`` (see :class:`~elasticity_lib.data.prepare.GroupStats`).
 """
 
 from __future__ import annotations
