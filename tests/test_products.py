@@ -399,3 +399,160 @@ def test_marginal_and_row_level_posteriors_agree(tiny_data):
     a, b = summaries["marginal"], summaries["rows"]
     z = (a["mean"] - b["mean"]) / np.hypot(a["mcse_mean"], b["mcse_mean"])
     assert np.abs(z).max() < z_threshold(len(z))
+
+
+# --- promotion lifts that do not vary by store (store_varying) -------------------------------
+
+VARYING = ["intercept", "own_price"]
+
+
+@pytest.fixture(scope="module")
+def varying_points(tiny_data):
+    model = build_product_model(tiny_data, store_varying=VARYING)
+    rng = np.random.default_rng(6)
+    start = model.initial_point()
+    return model, [{k: v + rng.normal(0, 0.5, np.shape(v)) for k, v in start.items()} for _ in range(3)]
+
+
+def _dense_marginal_varying(d: ProductData, v, varying) -> float:
+    """As :func:`_dense_marginal`, with the fixed coefficients at their population mean in each store."""
+    m = _prior_mean(d, v)
+    cross = _cross(v)
+    fixed = [i for i in range(d.n_coefficients) if i not in varying]
+    total = 0.0
+    for s in range(d.n_stores):
+        for k in range(d.n_products):
+            rows = (d.row_store == s) & (d.row_product == k)
+            x, y = d.rows_x[rows], d.rows_y[rows]
+            b = np.concatenate([[0.0], cross[k], np.zeros(d.n_promotions)])
+            b[d.selection[k, fixed]] += m[s, k, fixed]
+            w = x[:, d.selection[k, varying]]
+            sigma_ = v["store_chol"][k] @ v["store_chol"][k].T
+            cov = v["sigma"][k] ** 2 * np.eye(len(y)) + w @ sigma_ @ w.T
+            total += stats.multivariate_normal(x @ b + w @ m[s, k, varying], cov).logpdf(y)
+    return float(total)
+
+
+def test_store_varying_names_the_coefficients_and_sets_the_dims(tiny_data):
+    model = build_product_model(tiny_data, store_varying=VARYING)
+    assert model.named_vars_to_dims["store_sd"] == ("product", "varying")
+    assert list(model.coords["varying"]) == VARYING
+    assert _fn(model, [model["store_chol"]])(model.initial_point())[0].shape == (3, 2, 2)
+    default = build_product_model(tiny_data)
+    assert default.named_vars_to_dims["store_sd"] == ("product", "coefficient")
+    same = build_product_model(tiny_data, store_varying=tiny_data.coefficients)
+    assert same.named_vars_to_dims["store_sd"] == ("product", "coefficient")
+    with pytest.raises(ValueError, match=r"unknown coefficient\(s\) \['display'\]"):
+        build_product_model(tiny_data, store_varying=["own_price", "display"])
+    with pytest.raises(ValueError, match="more than once"):
+        build_product_model(tiny_data, store_varying=["own_price", "own_price"])
+    with pytest.raises(ValueError, match="at least one"):
+        build_product_model(tiny_data, store_varying=[])
+    with pytest.raises(ValueError, match="multiproduct' only"):
+        build_model("multilevel", tiny_data, store_varying=VARYING)
+
+
+def test_marginal_with_fixed_promotions_matches_a_dense_multivariate_normal(tiny_data, varying_points):
+    model, points = varying_points
+    potential = _fn(model, [model.potentials[0]])
+    for point in points:
+        v = _population_values(model, point)
+        assert v["store_chol"].shape == (3, 2, 2)
+        assert float(potential(point)[0]) == pytest.approx(_dense_marginal_varying(tiny_data, v, [0, 1]), rel=1e-8)
+
+
+def test_marginal_with_fixed_promotions_is_the_row_level_model_integrated(tiny_data, varying_points):
+    """log p(y) = log p(y | θ) + log p(θ) - log p(θ | y), with θ the store-varying coefficients only."""
+    model, points = varying_points
+    potential = _fn(model, [model.potentials[0]])
+    rows = build_product_model(tiny_data, "rows", store_varying=VARYING)
+    obs_logp = _fn(rows, [rows.logp(vars=rows.observed_RVs)])
+    theta_fn = _fn(rows, [rows["store_coef"]])
+    rng = np.random.default_rng(9)
+    for point in points:
+        v = _population_values(model, point)
+        rows_point = {**point, "z_store": rng.normal(size=(tiny_data.n_stores, tiny_data.n_products, 2))}
+        theta = theta_fn(rows_point)[0]
+        m = _prior_mean(tiny_data, v)
+        np.testing.assert_allclose(theta[..., 2:], m[..., 2:])       # the lifts are their population mean
+        mean, chol_prec = store_posterior_moments(tiny_data, m, _cross(v), v["store_chol"], v["sigma"], [0, 1])
+        np.testing.assert_array_equal(mean[..., 2:], m[..., 2:])
+        log_prior = log_post = 0.0
+        for s in range(tiny_data.n_stores):
+            for k in range(tiny_data.n_products):
+                cov = v["store_chol"][k] @ v["store_chol"][k].T
+                log_prior += stats.multivariate_normal(m[s, k, :2], cov).logpdf(theta[s, k, :2])
+                post_cov = np.linalg.inv(chol_prec[s, k] @ chol_prec[s, k].T)
+                log_post += stats.multivariate_normal(mean[s, k, :2], post_cov).logpdf(theta[s, k, :2])
+        identity = float(obs_logp(rows_point)[0]) + log_prior - log_post
+        assert float(potential(point)[0]) == pytest.approx(identity, rel=1e-8)
+
+
+def test_sufficient_and_rows_forms_agree_with_fixed_promotions(tiny_data):
+    rows = build_product_model(tiny_data, "rows", store_varying=VARYING)
+    suff = build_product_model(tiny_data, "sufficient", store_varying=VARYING)
+    rng = np.random.default_rng(4)
+    for _ in range(2):
+        point = {k: v + rng.normal(0, 0.5, np.shape(v)) for k, v in suff.initial_point().items()}
+        assert rows.compile_logp(**FAST)(point) == pytest.approx(suff.compile_logp(**FAST)(point), rel=1e-9)
+
+
+def test_one_store_varying_coefficient_uses_a_half_normal_sd(tiny_data, random_points):
+    model = build_product_model(tiny_data, store_varying="own_price")
+    assert "sd_store_0" in model.named_vars and "chol_store_0" not in model.named_vars
+    rng = np.random.default_rng(12)
+    point = {k: v + rng.normal(0, 0.5, np.shape(v)) for k, v in model.initial_point().items()}
+    v = _population_values(model, point)
+    potential = _fn(model, [model.potentials[0]])
+    assert float(potential(point)[0]) == pytest.approx(_dense_marginal_varying(tiny_data, v, [1]), rel=1e-8)
+
+
+def test_exact_draws_with_fixed_promotions(tiny_data, varying_points):
+    """The store draws: lifts equal to their population mean, the varying part with the analytic moments."""
+    import xarray as xr
+
+    model, points = varying_points
+    v = _population_values(model, points[0])
+    n = 3000
+    post = {name: (("chain", "draw", *dims), np.broadcast_to(v[name], (1, n, *np.shape(v[name]))))
+            for name, dims in [("coef_mean", ("product", "coefficient")),
+                               ("coef_covariate", ("product", "coefficient", "covariate")),
+                               ("elasticity", ("product", "price_of")),
+                               ("store_chol", ("product", "varying", "varying_")), ("sigma", ("product",))]}
+    idata = xr.DataTree.from_dict({"posterior": xr.Dataset(post, coords={"varying": VARYING,
+                                                                         "varying_": VARYING})})
+    idata = add_store_effects(idata, model_spec(model), seed=5)
+    draws = idata["posterior"]["store_coef"].values[0]           # (n, S, K, D)
+    m = _prior_mean(tiny_data, v)
+    mean, chol_prec = store_posterior_moments(tiny_data, m, _cross(v), v["store_chol"], v["sigma"], [0, 1])
+    np.testing.assert_allclose(draws[..., 2:], np.broadcast_to(m[..., 2:], draws[..., 2:].shape))
+    cov = np.linalg.inv(chol_prec @ np.swapaxes(chol_prec, -1, -2))
+    sd = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+    # each mean within 4.5 standard errors: 24 comparisons, false alarm about 2e-4 in all
+    z = (draws[..., :2].mean(0) - mean[..., :2]) / (sd / np.sqrt(n))
+    assert np.abs(z).max() < 4.5
+
+
+@pytest.mark.slow
+def test_fit_with_lifts_by_product_draws_the_store_vectors(tiny_data):
+    from elasticity_lib import fit
+
+    idata = fit(build_model("multiproduct", tiny_data, store_varying=VARYING), chains=2, draws=200, tune=300,
+                random_seed=2)
+    post = idata["posterior"]
+    assert post["store_sd"].dims[-1] == "varying" and list(post["varying"].values) == VARYING
+    coef = post["store_coef"]
+    assert coef.shape == (2, 200, tiny_data.n_stores, tiny_data.n_products, 4)
+    # the lifts are the population mean at each store's income; the own elasticities vary by store
+    mean = post["coef_mean"] + (post["coef_covariate"] * xr_covariates(tiny_data)).sum("covariate")
+    np.testing.assert_allclose(coef.sel(coefficient=PROMOS).values,
+                               mean.sel(coefficient=PROMOS).transpose("chain", "draw", "store", "product",
+                                                                     "coefficient").values, rtol=1e-10, atol=1e-12)
+    assert float(post["own_elasticity"].std(("chain", "draw")).min()) > 0
+
+
+def xr_covariates(d: ProductData):
+    import xarray as xr
+
+    return xr.DataArray(d.covariates_std, dims=("store", "covariate"), coords={"store": d.stores,
+                                                                                "covariate": d.covariates})

@@ -541,7 +541,8 @@ _BUILDERS = {
 
 def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None = None, *,
                 centre_income: bool = True, shared_data: bool = False, group_weights=None,
-                noise: str = "common", scale_priors: ScalePriors | dict | None = None) -> pm.Model:
+                noise: str = "common", scale_priors: ScalePriors | dict | None = None,
+                store_varying=None) -> pm.Model:
     """Build one of the book's models on prepared data.
 
     Parameters
@@ -549,8 +550,8 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
     kind
         One of :data:`MODEL_KINDS`, or ``"multiproduct"`` (:data:`PRODUCT_MODEL_KINDS`) on
         data from :func:`~elasticity_lib.models.products.prepare_product_data`, which builds
-        :func:`~elasticity_lib.models.products.build_product_model` (``shared_data`` applies;
-        ``centre_income`` and ``group_weights`` do not).
+        :func:`~elasticity_lib.models.products.build_product_model` (``shared_data`` and
+        ``store_varying`` apply; ``centre_income`` and ``group_weights`` do not).
     data
         Model inputs from :func:`~elasticity_lib.data.prepare.prepare_data`.
     likelihood
@@ -578,6 +579,9 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
         Priors of the group scales (:class:`ScalePriors` or a mapping validated into one),
         for the multilevel and store-level models; ``None`` keeps the :data:`PRIORS`
         exponentials.
+    store_varying
+        ``"multiproduct"`` only: the coefficients that vary by store (see
+        :func:`~elasticity_lib.models.products.build_product_model`); ``None``: all of them.
     """
     if not isinstance(centre_income, bool):
         raise ValueError(f"centre_income must be True or False, got {centre_income!r}")
@@ -586,9 +590,11 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
 
         if group_weights is not None or not centre_income:
             raise ValueError(f"group_weights and centre_income=False do not apply to kind={kind!r}")
-        return build_product_model(data, likelihood, shared_data=shared_data)
+        return build_product_model(data, likelihood, shared_data=shared_data, store_varying=store_varying)
     if kind not in _BUILDERS:
         raise ValueError(f"unknown model kind {kind!r}; choose one of {list(MODEL_KINDS + PRODUCT_MODEL_KINDS)}")
+    if store_varying is not None:
+        raise ValueError(f"store_varying applies to kind='multiproduct' only, not to kind={kind!r}")
     likelihood = likelihood or DEFAULT_LIKELIHOOD[kind]
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")
