@@ -68,7 +68,7 @@ from elasticity_lib.models.likelihoods import (
     outer_marginal_correction,
 )
 
-__all__ = ["MODEL_KINDS", "PRODUCT_MODEL_KINDS", "MIN_REGIONS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec",
+__all__ = ["MODEL_KINDS", "PRODUCT_MODEL_KINDS", "INSTRUMENT_MODEL_KINDS", "MIN_REGIONS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec",
            "build_model", "model_spec", "PRIORS", "SHARED_FORMS", "WEIGHTED_FORMS", "spec_attributes", "fitted_kind",
            "NOISE_MODELS", "ExponentialPrior", "HalfNormalPrior", "ScalePriors"]
 
@@ -80,6 +80,9 @@ LIKELIHOODS: tuple[str, ...] = ("rows", "sufficient", "marginal")
 #: Kinds fitted to many products at once, on :class:`~elasticity_lib.models.products.ProductData`
 #: (see :mod:`elasticity_lib.models.products`); their default likelihood is ``"marginal"``.
 PRODUCT_MODEL_KINDS: tuple[str, ...] = ("multiproduct",)
+#: Kinds with an instrument for endogenous prices (see :mod:`elasticity_lib.models.instruments`):
+#: built by :func:`~elasticity_lib.models.instruments.build_iv_model`, default likelihood ``"sufficient"``.
+INSTRUMENT_MODEL_KINDS: tuple[str, ...] = ("iv",)
 #: The fewest regions each model can be fitted to: the models that pool regions need two
 #: (see :meth:`~elasticity_lib.data.prepare.ModelData.require_enough_data`).
 MIN_REGIONS: dict[str, int] = {"baseline": 1, "multilevel": 2, "correlated": 2, "store_multilevel": 2}
@@ -217,6 +220,8 @@ class ModelSpec:
     noise: str = "common"
     #: the scale priors the model was built with (``None``: the defaults)
     scale_priors: dict | None = None
+    #: the instrumental-variable model's design (:class:`~elasticity_lib.models.instruments.IVDesign`), else ``None``
+    design: object | None = None
 
     @property
     def log_price_center(self) -> float:
@@ -248,6 +253,9 @@ def spec_attributes(spec: ModelSpec) -> dict:
     if spec.kind == "store_multilevel":
         attrs["stores"] = [str(s) for s in spec.data.coords["store"]]
         attrs["noise"] = spec.noise
+    if spec.design is not None:
+        attrs["instrument"] = spec.design.config.instrument or ""
+        attrs["controls"] = list(spec.design.config.controls)
     if spec.scale_priors is not None:
         attrs["scale_priors"] = json.dumps({k: p.model_dump() for k, p in spec.scale_priors.items()})
     return {SPEC_PREFIX + k: v for k, v in attrs.items()}
@@ -542,7 +550,7 @@ _BUILDERS = {
 def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None = None, *,
                 centre_income: bool = True, shared_data: bool = False, group_weights=None,
                 noise: str = "common", scale_priors: ScalePriors | dict | None = None,
-                store_varying=None) -> pm.Model:
+                store_varying=None, iv_config=None) -> pm.Model:
     """Build one of the book's models on prepared data.
 
     Parameters
@@ -551,7 +559,10 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
         One of :data:`MODEL_KINDS`, or ``"multiproduct"`` (:data:`PRODUCT_MODEL_KINDS`) on
         data from :func:`~elasticity_lib.models.products.prepare_product_data`, which builds
         :func:`~elasticity_lib.models.products.build_product_model` (``shared_data`` and
-        ``store_varying`` apply; ``centre_income`` and ``group_weights`` do not).
+        ``store_varying`` apply; ``centre_income`` and ``group_weights`` do not), or ``"iv"``
+        (:data:`INSTRUMENT_MODEL_KINDS`), which builds
+        :func:`~elasticity_lib.models.instruments.build_iv_model` with ``iv_config`` (likelihood
+        ``"sufficient"`` or ``"rows"``; none of the other options apply).
     data
         Model inputs from :func:`~elasticity_lib.data.prepare.prepare_data`.
     likelihood
@@ -582,7 +593,28 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
     store_varying
         ``"multiproduct"`` only: the coefficients that vary by store (see
         :func:`~elasticity_lib.models.products.build_product_model`); ``None``: all of them.
+    iv_config
+        For ``kind="iv"`` only: the instrument and controls
+        (:class:`~elasticity_lib.models.instruments.IVConfig`; ``None``: the cost shifter and no
+        controls). The fitted result records them (``elasticity_instrument``,
+        ``elasticity_controls``) beside the kind.
     """
+    if kind in INSTRUMENT_MODEL_KINDS:
+        from elasticity_lib.models.instruments import IVConfig, build_iv_model
+
+        extra = [name for name, value in (("centre_income", not centre_income), ("shared_data", shared_data),
+                                          ("group_weights", group_weights is not None),
+                                          ("noise", noise != "common"), ("scale_priors", scale_priors is not None),
+                                          ("store_varying", store_varying is not None))
+                 if value]
+        if extra:
+            raise ValueError(f"{extra} do not apply to kind={kind!r}")
+        config = iv_config if iv_config is not None else IVConfig()
+        if not isinstance(config, IVConfig) or config.instrument is None:
+            raise ValueError(f"kind={kind!r} needs an IVConfig with an instrument, got {iv_config!r}")
+        return build_iv_model(data, config, likelihood=likelihood or "sufficient")
+    if iv_config is not None:
+        raise ValueError(f"iv_config applies to kind='iv' only, not to kind={kind!r}")
     if not isinstance(centre_income, bool):
         raise ValueError(f"centre_income must be True or False, got {centre_income!r}")
     if kind in PRODUCT_MODEL_KINDS:
@@ -592,7 +624,8 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
             raise ValueError(f"group_weights and centre_income=False do not apply to kind={kind!r}")
         return build_product_model(data, likelihood, shared_data=shared_data, store_varying=store_varying)
     if kind not in _BUILDERS:
-        raise ValueError(f"unknown model kind {kind!r}; choose one of {list(MODEL_KINDS + PRODUCT_MODEL_KINDS)}")
+        raise ValueError(f"unknown model kind {kind!r}; choose one of "
+                         f"{list(MODEL_KINDS + PRODUCT_MODEL_KINDS + INSTRUMENT_MODEL_KINDS)}")
     if store_varying is not None:
         raise ValueError(f"store_varying applies to kind='multiproduct' only, not to kind={kind!r}")
     likelihood = likelihood or DEFAULT_LIKELIHOOD[kind]

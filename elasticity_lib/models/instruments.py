@@ -15,17 +15,40 @@ Bayesian instrumental-variable model writes price and quantity jointly,
 ``log q_i = alpha[r_i] + beta[r_i] log p_i + W_i gamma + u_i``
 ``(u_i, v_i) ~ Normal(0, [[sigma², rho sigma sigma_price], [., sigma_price²]])``
 
-with an LKJ prior on the 2×2 correlation. The instrument ``z`` (standardised) enters the
-price equation only; ``rho`` absorbs the correlation between the shocks, so ``beta`` is
-the causal elasticity (Rossi 2014; the likelihood-based treatment of Villas-Boas and
-Winer 1999). The likelihood is written as the price equation times demand given price,
-``u | v ~ Normal(rho sigma / sigma_price v, sigma sqrt(1 - rho²))``, which is the bivariate
-normal (tested against SciPy).
+The instrument ``z`` (standardised) enters the price equation only; the correlation
+``rho`` absorbs the dependence between the shocks, so ``beta`` is the causal elasticity
+(Rossi 2014; the likelihood-based treatment of Villas-Boas and Winer 1999).
+
+The model is parameterised in its **control-function** form: demand given price is
+
+``log q_i = alpha[r_i] + beta[r_i] log p_i + W_i gamma + kappa v_i + e_i``, ``e_i ~ Normal(0, sigma_e)``,
+
+with ``v_i`` the price equation's residual, ``kappa = rho sigma / sigma_price`` and
+``sigma_e = sigma sqrt(1 - rho²)``. This is the bivariate normal model above, written as
+the price equation times demand given price (tested against SciPy); ``sigma`` and
+``rho`` are deterministic functions of ``(kappa, sigma_e, sigma_price)``.
+
+Why this form and a start: the joint likelihood has a second mode, hundreds of
+log-density units below the first, where ``kappa`` and ``pi_z`` both have the wrong sign
+(their product, the instrument's effect on demand given price, keeps its value),
+``pi_z`` is near 0, ``rho`` near ±1 and the elasticity of the wrong sign. A chain
+started there never leaves it: on the chapter's market, sampled in the ``(sigma, rho)``
+form with an LKJ prior from random starts, one chain in four did at an anticipation of
+0.6 and at 0.9 (elasticity +7 against -3.9), and if all chains do, R-hat sees nothing.
+Every chain therefore starts at the two-stage least-squares estimate
+(:func:`start_values`), in the right basin; in the control-function form that start is
+the two regressions' estimates, with no correlation matrix to transform, and demand
+given price needs no ``1 - rho²``, which loses precision near ±1. :func:`chain_modes`
+flags chains that disagree all the same. The priors are on
+``kappa`` (:data:`IV_PRIORS`, ``control_function_sd``: a slope of log quantity on the
+log price shock, on the scale of an elasticity) and on ``sigma_e`` (the book's residual
+sd prior), which implies a prior on ``rho`` that is symmetric about 0.
 
 The demand equation is pooled across regions exactly as the book's multilevel model
-(:mod:`~elasticity_lib.models`): the same income lines, region deviations, priors and
-centring (:class:`~elasticity_lib.data.prepare.Centring`), and the same names (``a0, a1, b0,
-b1, sigma_a, sigma_b, sigma, alpha, beta``), so the pricing and recovery functions read
+(:mod:`~elasticity_lib.models`): the same income lines, region deviations, priors (with
+an instrument, the residual sd's prior is on ``sigma_e``) and centring
+(:class:`~elasticity_lib.data.prepare.Centring`), and the same names (``a0, a1, b0, b1,
+sigma_a, sigma_b, sigma, alpha, beta``), so the pricing and recovery functions read
 its results unchanged. Without an instrument and without controls, it *is* the book's
 multilevel model in its row form (tested).
 """
@@ -33,7 +56,9 @@ multilevel model in its row form (tested).
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,7 +72,7 @@ from scipy import stats
 
 from elasticity_lib._checks import posterior_dataset
 from elasticity_lib.data.prepare import Centring, ModelData
-from elasticity_lib.inference import SAMPLING_DEFAULTS, exact_numba_arithmetic
+from elasticity_lib.inference import SAMPLING_DEFAULTS, exact_numba_arithmetic, sampling_settings
 from elasticity_lib.inference import fit as _fit
 from elasticity_lib.models.builder import PRIORS, SPEC_PREFIX, ModelSpec, _income_lines, spec_attributes
 from elasticity_lib.models.likelihoods import LOG_2PI
@@ -55,7 +80,8 @@ from elasticity_lib.reproducibility import sampler_seed
 
 __all__ = [
     "CONTROLS", "IV_PRIORS", "WEAK_F", "IV_KIND", "DEMAND_KIND", "IVConfig", "IVDesign", "FirstStage", "first_stage",
-    "gram_matrices", "gaussian_loglik", "build_iv_model", "fit_iv", "compile_iv_model", "IVFitter", "pointwise_log_likelihood", "add_log_likelihood", "log_predictive_density",
+    "gram_matrices", "gaussian_loglik", "build_iv_model", "TwoStage", "two_stage_least_squares", "two_stage_by_region", "start_values",
+    "initial_point_function", "chain_modes", "fit_iv", "compile_iv_model", "IVFitter", "pointwise_log_likelihood", "add_log_likelihood", "log_predictive_density",
     "lpd_monte_carlo_error", "elasticity_bias", "last_periods", "IV_PARAMETERS", "simulate_iv_markets", "run_iv_sbc",
 ]
 
@@ -66,9 +92,12 @@ ControlName = Literal["promotion", "lagged_promotion", "season"]
 IV_KIND, DEMAND_KIND = "iv", "demand"
 #: Priors of the parameters the book's models do not have, on the models' centred scale:
 #: region price intercepts (log price around its mean), the instrument's effect per
-#: standard deviation of the instrument, and the effect of each control (a 0/1 flag or a
-#: season) on log price or log quantity. Log-scale effects need no units.
-IV_PRIORS = {"price_intercept_sd": 1.0, "instrument_sd": 1.0, "control_sd": 1.0, "sigma_price_rate": 2.0}
+#: standard deviation of the instrument, the effect of each control (a 0/1 flag or a
+#: season) on log price or log quantity, and ``kappa``, the slope of log quantity on the
+#: price equation's residual (the control function; an elasticity's scale, like
+#: ``b0_sd``). Log-scale effects need no units.
+IV_PRIORS = {"price_intercept_sd": 1.0, "instrument_sd": 1.0, "control_sd": 1.0, "sigma_price_rate": 2.0,
+             "control_function_sd": 1.5}
 #: First-stage F below which the instrument counts as weak (Staiger and Stock 1997): the
 #: instrumented estimate is then pulled towards the naive one and its intervals are
 #: unreliable in frequentist terms; in the Bayesian model its posterior widens instead.
@@ -338,7 +367,8 @@ def build_iv_model(data: ModelData, config: IVConfig | None = None, *, likelihoo
         m_alpha, m_beta, x_c = _income_lines(data, centring=(numbers, k))
         sigma_a = pm.Exponential("sigma_a", np.float64(PRIORS["region_sd_rate"]))
         sigma_b = pm.Exponential("sigma_b", np.float64(PRIORS["region_sd_rate"]))
-        sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
+        if not instrumented:
+            sigma = pm.Exponential("sigma", PRIORS["sigma_rate"])
         z_a = pm.Normal("z_a", 0.0, 1.0, dims="region")
         z_b = pm.Normal("z_b", 0.0, 1.0, dims="region")
         beta = pm.Deterministic("beta", m_beta + sigma_b * z_b, dims="region")
@@ -351,8 +381,12 @@ def build_iv_model(data: ModelData, config: IVConfig | None = None, *, likelihoo
             pi0 = pm.Normal("pi0_centred", 0.0, IV_PRIORS["price_intercept_sd"], dims="region")
             pi_z = pm.Normal("pi_z", 0.0, IV_PRIORS["instrument_sd"])
             sigma_price = pm.Exponential("sigma_price", IV_PRIORS["sigma_price_rate"])
-            chol = pm.LKJCorr("corr_chol", n=2, eta=PRIORS["lkj_eta"])
-            rho = pm.Deterministic("rho", chol[1, 0])
+            # the control-function form: demand given price has the price residual's slope
+            # kappa and the residual sd sigma_e; (sigma, rho) of the bivariate normal follow
+            kappa = pm.Normal("kappa", 0.0, IV_PRIORS["control_function_sd"])
+            sigma_e = pm.Exponential("sigma_e", PRIORS["sigma_rate"])
+            sigma = pm.Deterministic("sigma", pt.sqrt(sigma_e**2 + (kappa * sigma_price) ** 2))
+            pm.Deterministic("rho", kappa * sigma_price / sigma)
         if likelihood == "sufficient":
             gram = pm.Data("gram", gram_matrices(data, design))
             n_regions = data.n_regions
@@ -366,7 +400,10 @@ def build_iv_model(data: ModelData, config: IVConfig | None = None, *, likelihoo
                 price_coef = pt.concatenate(
                     [-pi0[:, None], -pi_z * ones, pt.tile(-gamma_price[None, :], (n_regions, 1)),
                      ones, pt.zeros((n_regions, 1))], axis=1)
-                loglik = gaussian_loglik(pt, gram, price_coef, demand_coef, sigma, sigma_price, rho)
+                # price equation times demand given price (the bivariate normal, in its
+                # control-function form: no 1 - rho² to lose precision near rho = ±1)
+                loglik = (gaussian_loglik(pt, gram, None, price_coef, sigma_price)
+                          + gaussian_loglik(pt, gram, None, demand_coef - kappa * price_coef, sigma_e))
             else:
                 loglik = gaussian_loglik(pt, gram, None, demand_coef, sigma)
             pm.Potential("loglik", loglik.sum())
@@ -384,10 +421,9 @@ def build_iv_model(data: ModelData, config: IVConfig | None = None, *, likelihoo
                 x_data = pm.Data("log_price_data", data.log_price, dims="obs")
                 x = pm.Normal("log_price", mu_x, sigma_price, observed=x_data, dims="obs")
                 mu_y = alpha[idx] + beta[idx] * x + demand_shift
-                pm.Normal("log_quantity", mu_y + rho * sigma / sigma_price * (x - mu_x),
-                          sigma * pt.sqrt(1 - rho**2), observed=y, dims="obs")
+                pm.Normal("log_quantity", mu_y + kappa * (x - mu_x), sigma_e, observed=y, dims="obs")
     kind = DEMAND_KIND if config.instrument is None else IV_KIND
-    model.elasticity_spec = ModelSpec(kind=kind, likelihood=likelihood, data=data)
+    model.elasticity_spec = ModelSpec(kind=kind, likelihood=likelihood, data=data, design=design)
     model.iv_design = design
     return model
 
@@ -395,34 +431,208 @@ def build_iv_model(data: ModelData, config: IVConfig | None = None, *, likelihoo
 def fit_iv(model: pm.Model, **overrides) -> xr.DataTree:
     """Sample a model of :func:`build_iv_model` with the book's defaults (:func:`~elasticity_lib.inference.fit`).
 
-    The result records the model's specification like every fit of the book, and in
-    addition its instrument and controls (``elasticity_instrument``,
+    With an instrument, chains start at the two-stage estimate (:func:`start_values`)
+    unless ``initvals`` is given. The result records the model's specification like
+    every fit of the book, with its instrument and controls (``elasticity_instrument``,
     ``elasticity_controls``).
     """
     design = getattr(model, "iv_design", None)
     if design is None:
         raise ValueError("this model was not made by build_iv_model")
-    idata = _fit(model, **overrides)
-    attrs = {SPEC_PREFIX + "instrument": design.config.instrument or "",
-             SPEC_PREFIX + "controls": list(design.config.controls)}
-    idata.attrs.update(attrs)
-    idata["posterior"].attrs.update(attrs)
-    return idata
+    if design.config.instrument is not None and "initvals" not in overrides:
+        start = start_values(model.elasticity_spec.data, design)
+        overrides["initvals"] = start
+        # no jitter on the started variables: a jitter of ±1 could move them out of their basin
+        if sampling_settings(model, **overrides).get("nuts_sampler", "pymc") == "nutpie":
+            unstarted = {rv for rv in model.free_RVs if rv.name not in start}
+            overrides["compile_kwargs"] = {**overrides.get("compile_kwargs", {}), "jitter_rvs": unstarted}
+        else:
+            overrides.setdefault("init", "adapt_diag")
+    return _fit(model, **overrides)
 
 
 def compile_iv_model(model: pm.Model):
-    """Compile a model of :func:`build_iv_model` for nutpie, every chain starting at zero correlation.
+    """Compile a model of :func:`build_iv_model` for nutpie (every chain at PyMC's jittered start).
 
-    Chains start at PyMC's jittered initial values, except the error correlation, which
-    starts at 0. Started near -1 or 1, a chain can settle on a ridge of the likelihood
-    where the instrument is switched off (``pi_z`` near 0) and the correlation absorbs
-    the slope: one chain in four did so on the chapter's market, hundreds of log-density
-    units below the posterior's mode, and never left it.
+    Fits of the instrumental-variable model replace the start with
+    :func:`initial_point_function` for their data (:class:`IVFitter`, :func:`run_iv_sbc`).
     """
     import nutpie
 
-    jitter = {v for v in model.free_RVs if v.name != "corr_chol"}
-    return nutpie.compile_pymc_model(model, jitter_rvs=jitter)
+    return nutpie.compile_pymc_model(model)
+
+
+@dataclass(frozen=True)
+class TwoStage:
+    """Two-stage least squares (equal to the control-function regression) of ``data``.
+
+    One elasticity pooled over regions (``beta``, with its conventional standard error
+    ``beta_se``), region intercepts in both stages, the controls in both, the instrument
+    in the first; ``first_stage`` holds the price equation's coefficients and residual
+    sd, ``kappa`` and ``sigma_e`` the control function's (see :func:`start_values`).
+    """
+
+    beta: float
+    beta_se: float
+    first_stage: dict
+    kappa: float
+    sigma_e: float
+
+
+def two_stage_least_squares(data: ModelData, design: IVDesign) -> TwoStage:
+    """Two-stage least squares of the pooled elasticity, in its control-function form.
+
+    First stage: log price on region intercepts, the controls and the instrument (OLS);
+    its residual ``v``. Second stage: log quantity on region intercepts, the controls,
+    log price and ``v``. In a linear model the coefficient of log price is exactly the
+    two-stage least-squares estimate (tested); the coefficient of ``v`` estimates
+    ``kappa`` and the residual sd ``sigma_e``. The standard error is the conventional
+    2SLS one (residuals ``log q - X beta`` with the observed price).
+    """
+    if design.config.instrument is None:
+        raise ValueError("two_stage_least_squares needs a design with an instrument")
+    z, w = design.matrices(data.table)
+    k = design.centring
+    x, y = data.log_price - k.log_price, data.log_quantity - k.log_quantity
+    regions = np.eye(data.n_regions)[data.region_idx]
+    first = np.column_stack([regions, w, z])
+    pi, *_ = np.linalg.lstsq(first, x, rcond=None)
+    v = x - first @ pi
+    second = np.column_stack([regions, w, x, v])
+    coef, *_ = np.linalg.lstsq(second, y, rcond=None)
+    beta, kappa = float(coef[-2]), float(coef[-1])
+    e = y - second @ coef
+    n, p = second.shape
+    # conventional 2SLS standard error: fitted prices in the design, observed prices in the residual
+    xhat = np.column_stack([regions, w, x - v])
+    coef_2sls, *_ = np.linalg.lstsq(xhat, y, rcond=None)
+    resid = y - np.column_stack([regions, w, x]) @ coef_2sls
+    s2 = resid @ resid / (n - xhat.shape[1])
+    se = float(np.sqrt(s2 * np.linalg.pinv(xhat.T @ xhat)[-1, -1]))
+    m = w.shape[1]
+    r = data.n_regions
+    stage = {"pi0_centred": pi[:r], "gamma_price": pi[r:r + m], "pi_z": float(pi[-1]),
+             "sigma_price": float(np.sqrt(v @ v / (n - first.shape[1])))}
+    return TwoStage(beta=beta, beta_se=se, first_stage=stage, kappa=kappa,
+                    sigma_e=float(np.sqrt(e @ e / (n - p))))
+
+
+def two_stage_by_region(data: ModelData, design: IVDesign, log_quantity: np.ndarray | None = None) -> dict:
+    """Two-stage least squares with one elasticity per region: the estimand of the models.
+
+    Log quantity on region intercepts, the controls and log price times each region's
+    indicator, instrumented by the instrument times each region's indicator. Returns the
+    region elasticities (``betas``, in the order of ``data.coords["region"]``), their
+    average (``mean``) and its conventional standard error (``se``). ``log_quantity``
+    replaces the data's (for example with the demand shock removed, to check that the
+    structural equation matches the simulation). Unlike the pooled slope of
+    :func:`two_stage_least_squares`, whose weights favour regions with much price
+    variation, the average estimates the same quantity as the mean of the models' region
+    elasticities.
+    """
+    if design.config.instrument is None:
+        raise ValueError("two_stage_by_region needs a design with an instrument")
+    z, w = design.matrices(data.table)
+    regions = np.eye(data.n_regions)[data.region_idx]
+    y = data.log_quantity if log_quantity is None else np.asarray(log_quantity, dtype=float)
+    x = data.log_price
+    big_x = np.column_stack([regions, w, regions * x[:, None]])
+    big_z = np.column_stack([regions, w, regions * z[:, None]])
+    fitted = big_z @ np.linalg.lstsq(big_z, big_x, rcond=None)[0]
+    coef = np.linalg.lstsq(fitted, y, rcond=None)[0]
+    resid = y - big_x @ coef
+    cov = resid @ resid / (len(y) - big_x.shape[1]) * np.linalg.pinv(fitted.T @ fitted)
+    r = data.n_regions
+    return {"betas": coef[-r:], "mean": float(coef[-r:].mean()), "se": float(np.sqrt(cov[-r:, -r:].sum()) / r)}
+
+
+def start_values(data: ModelData, design: IVDesign) -> dict[str, np.ndarray]:
+    """Where the chains of the instrumental-variable model start: the two-stage estimates.
+
+    The price equation at its least-squares fit (``pi0_centred``, ``pi_z``,
+    ``gamma_price``, ``sigma_price``) and the control function at its regression
+    (``kappa``, ``sigma_e``), from :func:`two_stage_least_squares`. Together they pick
+    the basin of the likelihood where the instrument moves prices the way the data say;
+    the other mode (``kappa`` and ``pi_z`` with the opposite signs, ``rho`` near ±1) lies
+    hundreds of log-density units lower and a chain started there never leaves it.
+    """
+    ts = two_stage_least_squares(data, design)
+    start = {name: np.asarray(value, dtype=float) for name, value in ts.first_stage.items()}
+    start.update(kappa=np.asarray(ts.kappa), sigma_e=np.asarray(ts.sigma_e))
+    if not design.control_names:
+        start.pop("gamma_price")
+    return start
+
+
+def initial_point_function(model: pm.Model, start: dict[str, np.ndarray]):
+    """A nutpie start function: ``start`` for its variables, PyMC's jittered start for the rest.
+
+    Returns ``f(seed) -> flat array`` on the unconstrained scale, in nutpie's order (the
+    model's free variables in order), as ``initial_point_func`` of a compiled model
+    expects. Positive variables are given on their natural scale and logged here.
+    """
+    from pymc.initial_point import make_initial_point_fn
+
+    names = {rv.name: rv for rv in model.free_RVs}
+    unknown = sorted(set(start) - set(names))
+    if unknown:
+        raise ValueError(f"start names variables {unknown} that the model does not have")
+    started = {names[n] for n in start}
+    jittered = make_initial_point_fn(model=model, jitter_rvs=set(model.free_RVs) - started, return_transformed=True)
+    fixed = {}
+    for name, value in start.items():
+        rv = names[name]
+        value_var = model.rvs_to_values[rv]
+        transform = model.rvs_to_transforms.get(rv)
+        value = np.asarray(value, dtype=float)
+        if transform is not None:
+            if value_var.name != f"{name}_log__":
+                raise ValueError(f"cannot start {name!r}: only unconstrained and positive variables are supported")
+            if not (value > 0).all():
+                raise ValueError(f"start value of {name!r} must be positive, got {value}")
+            value = np.log(value)
+        fixed[value_var.name] = value
+    order = [model.rvs_to_values[rv].name for rv in model.free_RVs]
+    # nutpie asks for the chains' starts from several threads at once, and a compiled
+    # PyTensor function is not thread-safe (its outputs can come back empty)
+    lock = threading.Lock()
+
+    def initial_point(seed):
+        with lock:
+            point = {**jittered(seed), **fixed}
+            return np.concatenate([np.array(point[n], dtype="float64").reshape(-1) for n in order])
+
+    return initial_point
+
+
+def chain_modes(idata, tolerance: float = 3.0) -> pd.DataFrame:
+    """Whether the chains of a fit sampled the same mode: one row per chain.
+
+    For each chain, the mean log density (``logp`` of nutpie, ``lp`` of PyMC) and the
+    mean of the average region elasticity. A chain ``disagrees`` when either mean lies
+    more than ``tolerance`` pooled within-chain standard deviations from the best chain
+    (highest mean log density). Chains of one posterior differ in their means by the
+    Monte Carlo error, a few hundredths of a standard deviation with hundreds of
+    effective draws, so three standard deviations never flag them; a chain stuck in
+    another mode of the instrumental-variable model differs by hundreds of log-density
+    units. R-hat catches such a chain too, but not all chains stuck in the same wrong
+    mode: that is what the start at the two-stage estimate prevents.
+    """
+    stats_ = idata["sample_stats"]
+    name = "logp" if "logp" in stats_ else "lp"
+    logp = np.asarray(stats_[name].transpose("chain", "draw").values, dtype=float)
+    beta = np.asarray(posterior_dataset(idata)["beta"].mean("region").transpose("chain", "draw").values, dtype=float)
+    best = int(np.argmax(logp.mean(axis=1)))
+    rows = []
+    for c in range(logp.shape[0]):
+        gaps = []
+        for values in (logp, beta):
+            sd = float(np.sqrt(values.var(axis=1, ddof=1).mean()))
+            gaps.append(abs(values[c].mean() - values[best].mean()) / sd if sd > 0 else 0.0)
+        rows.append({"chain": c, "mean_logp": float(logp[c].mean()), "mean_elasticity": float(beta[c].mean()),
+                     "logp_gap_sd": gaps[0], "elasticity_gap_sd": gaps[1],
+                     "disagrees": bool(max(gaps) > tolerance)})
+    return pd.DataFrame(rows).set_index("chain")
 
 
 class IVFitter:
@@ -460,8 +670,9 @@ class IVFitter:
         design = IVDesign.of(data, self.config)
         shape = (tuple(str(r) for r in data.coords["region"]), tuple(design.control_names))
         if self._compiled is None:
+            self._model = build_iv_model(data, design=design)
             with exact_numba_arithmetic():
-                self._compiled = compile_iv_model(build_iv_model(data, design=design))
+                self._compiled = compile_iv_model(self._model)
             self._shape = shape
         if shape != self._shape:
             raise ValueError(f"this fitter was compiled for regions and controls {self._shape}; the data have {shape}")
@@ -469,12 +680,23 @@ class IVFitter:
         updates = {f"centre_{f.name}": np.asarray(getattr(k, f.name)) for f in dataclasses.fields(Centring)}
         updates.update(gram=gram_matrices(data, design, without=without), income_std=(data.income - k.income) / k.income_scale)
         compiled = self._compiled.with_data(**updates)
+        if self.config.instrument is not None:
+            # start at the two-stage estimate (with every control: a control left out keeps
+            # its prior, and any start inside it serves)
+            start = start_values(data, design)
+            compiled = dataclasses.replace(compiled, initial_point_func=initial_point_function(self._model, start))
         with exact_numba_arithmetic():
             idata = nutpie.sample(compiled, seed=int(seed), progress_bar=False, **self.sample_kwargs)
         kind = DEMAND_KIND if self.config.instrument is None else IV_KIND
-        idata.attrs.update(spec_attributes(ModelSpec(kind=kind, likelihood="sufficient", data=data)))
-        idata.attrs.update({SPEC_PREFIX + "instrument": self.config.instrument or "",
-                            SPEC_PREFIX + "controls": [c for c in self.config.controls if c not in without]})
+        idata.attrs.update(spec_attributes(ModelSpec(kind=kind, likelihood="sufficient", data=data, design=design)))
+        idata.attrs[SPEC_PREFIX + "controls"] = [c for c in self.config.controls if c not in without]
+        if self.config.instrument is not None:
+            modes = chain_modes(idata)
+            agree = not modes["disagrees"].any()
+            idata.attrs[SPEC_PREFIX + "chains_agree"] = int(agree)
+            if not agree:
+                warnings.warn(f"chains {list(modes.index[modes['disagrees']])} of the instrumental-variable fit "
+                              f"sampled another mode than the best chain:\n{modes.round(3)}", stacklevel=2)
         idata["posterior"].attrs.update(idata.attrs)
         return idata
 
@@ -603,8 +825,9 @@ def last_periods(table: pd.DataFrame, k: int) -> np.ndarray:
 
 # --- simulation-based calibration ---------------------------------------------------------
 
-#: Parameters of the instrumental-variable model that the calibration checks.
-IV_PARAMETERS: tuple[str, ...] = ("b0", "b1", "sigma_b", "sigma", "sigma_price", "pi_z", "rho")
+#: Parameters of the instrumental-variable model that the calibration checks (``sigma`` and
+#: ``rho`` follow from ``kappa``, ``sigma_e`` and ``sigma_price``).
+IV_PARAMETERS: tuple[str, ...] = ("b0", "b1", "sigma_b", "sigma", "sigma_price", "pi_z", "rho", "kappa", "sigma_e")
 
 
 def simulate_iv_markets(data: ModelData, design: IVDesign, n_markets: int, seed: int):
@@ -651,8 +874,9 @@ def run_iv_sbc(data: ModelData, design: IVDesign, n_markets: int, *, seed: int =
         fit_seed = sampler_seed("iv_sbc")
     seeds = np.random.SeedSequence([seed, fit_seed]).spawn(n_markets)
     t0 = time.perf_counter()
+    model = build_iv_model(data, design=design)
     with exact_numba_arithmetic():
-        compiled = compile_iv_model(build_iv_model(data, design=design))
+        compiled = compile_iv_model(model)
     compile_seconds = time.perf_counter() - t0
     names = list(truth.columns)
     regions = data.coords["region"]
@@ -662,6 +886,8 @@ def run_iv_sbc(data: ModelData, design: IVDesign, n_markets: int, *, seed: int =
         # the market's outcomes in the fixed design: same centring, so the same prior as the simulation
         market_data = dataclasses.replace(data, log_price=log_p[i], log_quantity=log_q[i])
         market = compiled.with_data(gram=gram_matrices(market_data, design))
+        market = dataclasses.replace(market, initial_point_func=initial_point_function(
+            model, start_values(market_data, design)))
         with exact_numba_arithmetic():
             idata = nutpie.sample(market, draws=draws, tune=tune, chains=chains, cores=cores,
                                   seed=int(seeds[i].generate_state(1)[0]), progress_bar=False,
