@@ -6,17 +6,21 @@ Run from the repository root::
     .venv/bin/python benchmarks/scale.py --categories 100 --rows 10000000 --stores 0   # smaller
 
 Part 1 fits ``--categories`` simulated categories of the book's size (one product, 9
-regions, about 2,000 rows each; :func:`elasticity_lib.scale.simulate_catalogue`) with
+regions, about 2,400 rows each; :func:`elasticity_lib.scale.simulate_catalogue`) with
 ``fit_many`` on a local Dask cluster of ``--workers`` single-threaded processes, and fits
 ``--sequential`` of the same categories with a loop of today's ``fit`` in this process
 (``prepare_data``, ``build_model("multilevel")``, ``fit``, ``convergence_report``,
 ``elasticity_table``: what ``python -m elasticity_lib fit`` does), both with the book's
 sampler settings (4 chains of 1,000 draws after 1,000 tuning steps). It prints wall time,
 categories per minute, the share that passed the convergence gates, and the ratio. The
-``fit_many`` time includes starting the cluster and compiling the models.
+``fit_many`` time includes starting the cluster and compiling the models. Because the
+machine may be shared, it also prints the CPU seconds each category took in its worker
+and projects the idle-machine time as cluster start + total CPU seconds / workers.
 
 Part 2 writes a Parquet data set of ``--rows`` rows (10,000 stores in 100 regions, files of
-5 million rows in row groups of 1 million) and computes its per-store and per-region
+5 million rows in row groups of 1 million, written one file at a time to a temporary folder
+under ``$TMPDIR`` or ``/tmp``, deleted afterwards; about 1.9 GiB for 100 million rows, and
+the run stops if the first file projects more than ``--max-gib``) and computes its per-store and per-region
 statistics with :func:`elasticity_lib.data.outofcore.dataset_stats` in a fresh process (Dask's
 threaded scheduler, one thread per core), reporting rows per second and the process's peak
 resident memory; for comparison ``prepare_data`` reads ``--in-memory-rows`` rows of it into
@@ -24,7 +28,10 @@ memory in another fresh process.
 
 Part 3 fits the store-level model at ``--stores`` stores (about 1 million rows; the case of
 ``benchmarks/inference.py``) with today's configuration (``fit(build_model(...))``: nutpie,
-4 chains of 1,000 draws) and with one chain per core and as many draws in all, in one run.
+4 chains of 1,000 draws) and the other configurations of :data:`STORE_CONFIGS` (sampler,
+parameterisation, chains and draws), in one run, with the diagnostics of each and the
+draws its ESS says are needed for a bulk ESS of 400. There is no GPU here; the benchmark
+says so.
 
 The machine is shared with other jobs while this runs, so every table is headed by the
 load average (1, 5 and 15 minutes) before and after. The output is also written to
@@ -83,7 +90,7 @@ def today_fit(table: pd.DataFrame) -> bool:
 
 
 def part_fits(args) -> dict:
-    from elasticity_lib.scale import fit_many, simulate_catalogue
+    from elasticity_lib.scale import fit_many, simulate_catalogue, start_client
 
     catalogue = simulate_catalogue(args.categories, seed=2026)
     names = sorted(catalogue["category"].unique())
@@ -91,17 +98,26 @@ def part_fits(args) -> dict:
         f"({len(catalogue) / args.categories:,.0f} per category)")
     say(f"before: {load()}")
     # today: a loop of fit in one process
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ok = 0
     for name in names[: args.sequential]:
         ok += today_fit(catalogue[catalogue["category"] == name].drop(columns="category"))
-    seq_s = time.perf_counter() - t0
-    # fit_many on a local cluster
+    seq_s, seq_cpu = time.perf_counter() - t0, time.process_time() - c0
+    say(f"after the loop: {load()}")
+    # fit_many on a local cluster (its start is part of the time)
     out = Path(tempfile.mkdtemp(prefix="scale_fit_many_"))
     t0 = time.perf_counter()
-    result = fit_many(catalogue, out_dir=out, n_workers=args.workers, progress=not args.no_progress)
+    client = start_client(n_workers=args.workers)
+    start_s = time.perf_counter() - t0
+    try:
+        result = fit_many(catalogue, out_dir=out, client=client, progress=not args.no_progress,
+                          region_bucket=args.region_bucket)
+    finally:
+        client.close()
+        client.cluster.close()
     many_s = time.perf_counter() - t0
     counts = result.counts()
+    summary = result.summary
     shutil.rmtree(out, ignore_errors=True)
     rows = [
         {"approach": "loop of today's fit (1 process)", "categories": args.sequential, "wall s": seq_s,
@@ -117,7 +133,19 @@ def part_fits(args) -> dict:
     say(f"ratio fit_many / loop of fit, categories per minute: {ratio:.1f}x")
     say(f"time for {args.categories} categories: fit_many {many_s / 60:.1f} min; "
         f"the loop at its measured rate {args.categories * seq_s / args.sequential / 60:.1f} min")
-    say(f"fit_many statuses: {counts}")
+    say(f"fit_many statuses: {counts}; max r_hat {summary['max_rhat'].max():.4f}, min bulk ESS "
+        f"{summary['min_ess_bulk'].min():.0f}, min tail ESS {summary['min_ess_tail'].min():.0f}, "
+        f"divergences {int(summary['divergences'].sum())}")
+    # what an idle machine would take: the CPU time the work needs, spread over the workers
+    cpu = summary["cpu_seconds"].astype(float)
+    wall = summary["seconds"].astype(float)
+    say(f"per category in the workers: wall median {wall.median():.2f} s, CPU median {cpu.median():.2f} s "
+        f"(first of each worker, with compiling: {cpu.max():.1f} s CPU); cluster start {start_s:.1f} s")
+    projected = start_s + cpu.sum() / args.workers
+    say(f"projected on an idle machine (cluster start + CPU seconds / {args.workers} workers): "
+        f"fit_many {projected / 60:.1f} min for {args.categories} categories; the loop "
+        f"{args.categories * seq_cpu / args.sequential / 60:.1f} min at its CPU time "
+        f"({seq_cpu / args.sequential:.1f} s CPU per category, several threads)")
     say(f"after: {load()}")
     return {"ratio": ratio}
 
@@ -127,7 +155,12 @@ def part_fits(args) -> dict:
 N_STORES, N_REGIONS, FILE_ROWS, GROUP_ROWS = 10_000, 100, 5_000_000, 1_000_000
 
 
-def write_dataset(folder: Path, n_rows: int, seed: int = 7) -> None:
+def write_dataset(folder: Path, n_rows: int, seed: int = 7, max_gib: float = 5.0) -> None:
+    """Write the data set one file of ``FILE_ROWS`` rows at a time (memory bounded by one file).
+
+    After the first file, the size of the whole data set is projected from it; above
+    ``max_gib`` nothing more is written and the run stops (the caller deletes the folder).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -147,6 +180,12 @@ def write_dataset(folder: Path, n_rows: int, seed: int = 7) -> None:
                           "median_income": income[region]})
         pq.write_table(table, folder / f"part-{i:04d}.parquet", row_group_size=GROUP_ROWS)
         written += n
+        if i == 0:
+            projected = (folder / "part-0000.parquet").stat().st_size * n_rows / n / 2**30
+            free = shutil.disk_usage(folder).free / 2**30
+            if projected > max_gib or projected > 0.8 * free:
+                raise SystemExit(f"the data set would take about {projected:.1f} GiB in {folder} "
+                                 f"(limit {max_gib} GiB, {free:.0f} GiB free); use fewer --rows or a larger --max-gib")
 
 
 def stats_child(folder: str, mode: str, n_rows: int) -> None:
@@ -185,7 +224,8 @@ def part_stats(args) -> None:
         say(f"\n## Part 2: statistics of a Parquet data set of {args.rows:,} rows "
             f"({N_STORES:,} stores, {N_REGIONS} regions; files of {FILE_ROWS:,} rows, row groups of {GROUP_ROWS:,})")
         t0 = time.perf_counter()
-        write_dataset(folder, args.rows)
+        say(f"writing to {folder} (deleted afterwards), files of {FILE_ROWS:,} rows one at a time")
+        write_dataset(folder, args.rows, max_gib=args.max_gib)
         size = sum(f.stat().st_size for f in folder.glob("*.parquet"))
         say(f"written in {time.perf_counter() - t0:.0f} s, {size / 2**30:.2f} GiB on disk")
         say(f"before: {load()}")
@@ -209,32 +249,66 @@ def part_stats(args) -> None:
 
 # ---------------------------------------------------------------- part 3: the store-level model
 
+#: Configurations of the store-level model measured in part 3: (name, likelihood, fit keywords).
+#: ``"today"`` is ``fit(build_model("store_multilevel", data))`` as the book runs it.
+STORE_CONFIGS = {
+    "today": ("marginal", {}),
+    "nutpie-2x2000": ("marginal", {"chains": 2, "draws": 2000}),
+    "nutpie-2x500-tune500": ("marginal", {"chains": 2, "draws": 500, "tune": 500}),
+    "nutpie-2x300-tune300": ("marginal", {"chains": 2, "draws": 300, "tune": 300}),
+    "numpyro-4x1000": ("marginal", {"nuts_sampler": "numpyro"}),
+    "numpyro-2x500-tune500": ("marginal", {"nuts_sampler": "numpyro", "chains": 2, "draws": 500, "tune": 500}),
+    "noncentred-nutpie": ("sufficient", {"nuts_sampler": "nutpie"}),
+}
+
+
 def part_stores(args) -> None:
     from elasticity_lib.data.prepare import prepare_data
     from elasticity_lib.data.simulation import SimulationConfig, simulate_market
     from elasticity_lib.inference import convergence_report, fit
     from elasticity_lib.models import build_model
+    from elasticity_lib.scale import array_convergence_report
 
     n_regions = max(2, args.stores // 100)
     config = SimulationConfig(n_regions=n_regions, stores_mu=args.stores / n_regions - 2, time_steps_mu=100.0,
                               store_intercept_sd=0.05, store_elasticity_sd=0.1)
     data = prepare_data(simulate_market(config, seed=5).to_dataframe())
     say(f"\n## Part 3: store-level model, {data.n_stores:,} stores, {data.n_regions} regions, {data.n_obs:,} rows")
+    say("no GPU on this machine: CPU only (JAX runs numpyro on the CPU)")
+    say(f"configurations: {', '.join(args.store_configs)} (defined in STORE_CONFIGS; 'today' is "
+        "fit(build_model('store_multilevel', data)): nutpie, marginal form with store and region effects "
+        "integrated out, 4 chains x 1000 draws after 1000 tuning steps, chains 2 at a time on 2 cores)")
     say(f"before: {load()}")
-    cores = os.cpu_count() or 1
-    layouts = [("today: 4 chains x 1000 draws", {}),
-               (f"{cores} chains x {4000 // cores} draws", {"chains": cores, "draws": 4000 // cores})]
     rows = []
-    for name, settings in layouts:
+    for name in args.store_configs:
+        likelihood, settings = STORE_CONFIGS[name]
         t0 = time.perf_counter()
-        idata = fit(build_model("store_multilevel", data), **settings)
+        idata = fit(build_model("store_multilevel", data, likelihood), **settings)
         wall = time.perf_counter() - t0
-        r = convergence_report(idata)
-        rows.append({"configuration": name, "wall s": wall, "divergences": r.divergences, "max r_hat": r.max_rhat,
-                     "min bulk ESS": r.min_ess_bulk, "bulk ESS/s": r.min_ess_bulk / wall})
+        t1 = time.perf_counter()
+        r = array_convergence_report(idata) if args.fast_report else convergence_report(idata)
+        report_s = time.perf_counter() - t1
+        post = idata["posterior"].dataset
+        total = post.sizes["chain"] * post.sizes["draw"]
+        ok = r.divergences == 0 and r.max_rhat <= 1.01 and r.min_ess_bulk >= 400
+        rows.append({"configuration": name, "wall s": wall, "report s": report_s, "divergences": r.divergences,
+                     "max r_hat": r.max_rhat, "min bulk ESS": r.min_ess_bulk, "min tail ESS": r.min_ess_tail,
+                     "draws": total, "draws for bulk ESS 400": int(np.ceil(400 * total / r.min_ess_bulk)),
+                     "passes": ok, "load": os.getloadavg()[0]})
+        say(f"  {name}: {wall:.1f} s, {r.divergences} divergences, max r_hat {r.max_rhat:.4f}, min bulk ESS "
+            f"{r.min_ess_bulk:.0f} ({r.worst_ess_bulk}), {load()}")
+        del idata
     table = pd.DataFrame(rows).set_index("configuration")
     say(table.to_string(float_format=lambda v: f"{v:,.3f}"))
-    say(f"ratio today / other, wall time: {table['wall s'].iloc[0] / table['wall s'].iloc[1]:.2f}x")
+    if "today" in table.index:
+        ratio = table.loc["today", "wall s"] / table["wall s"]
+        say("ratio today / configuration, wall time: "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in ratio.items() if k != "today"))
+        good = table[table["passes"]]
+        if len(good):
+            best = good["wall s"].idxmin()
+            say(f"fastest that passes (0 divergences, r_hat <= 1.01, bulk ESS >= 400): {best}, "
+                f"{table.loc['today', 'wall s'] / good.loc[best, 'wall s']:.2f}x faster than today")
     say(f"after: {load()}")
 
 
@@ -244,8 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequential", type=int, default=20, help="categories for the loop of today's fit")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes of fit_many")
     parser.add_argument("--rows", type=int, default=100_000_000, help="rows of the Parquet data set (0: skip part 2)")
+    parser.add_argument("--max-gib", type=float, default=5.0, help="largest data set part 2 may write (GiB)")
     parser.add_argument("--in-memory-rows", type=int, default=5_000_000, help="rows prepare_data reads into memory")
     parser.add_argument("--stores", type=int, default=10_000, help="stores of the store-level model (0: skip part 3)")
+    parser.add_argument("--region-bucket", type=int, default=4,
+                        help="fit_many compiles one model per number of regions rounded up to a multiple of this")
+    parser.add_argument("--store-configs", nargs="+", default=list(STORE_CONFIGS), choices=list(STORE_CONFIGS),
+                        help="configurations of the store-level model to measure (default: all)")
+    parser.add_argument("--fast-report", action="store_true",
+                        help="part 3: diagnostics with array_convergence_report (same values, faster)")
     parser.add_argument("--no-progress", action="store_true", help="hide fit_many's progress bar")
     parser.add_argument("--stats-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

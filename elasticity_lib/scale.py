@@ -10,8 +10,9 @@ Each category's results go to their own folder of the output folder, written ato
 ``python -m elasticity_lib fit``, plus the model's specification), the report last, so
 that a category counts as finished exactly when its report exists:
 
-- a rerun skips finished categories and fits the others (stop a run at any point and start
-  it again);
+- a rerun skips finished categories and fits the others (stop a run at any point, with
+  Ctrl-C for instance, and start it again: ``fit-many`` then exits with status 130, and no
+  temporary or half-written file is left);
 - a task that Dask runs a second time (its worker died after writing, before saying so)
   finds the report and writes nothing;
 - a category with bad data, a failed sampler or a crash is recorded in ``failed.json`` with
@@ -31,16 +32,21 @@ Two things make the fits fast and safe in parallel:
   hence before PyTensor is imported).
 - **Compiled models are reused.** Building and compiling a model costs seconds; sampling a
   category of the book's size costs a fraction of one. The multilevel model is compiled
-  once per worker and number of regions, with its data as shared variables
-  (``build_model(..., shared_data=True)``), and every later category of that shape only
+  once per worker and number of regions (rounded up to a multiple of
+  ``FitManyConfig.region_bucket``, the categories with fewer regions padded with empty
+  ones: :func:`multilevel_shared_data`), with its data as shared variables
+  (``build_model(..., shared_data=True)``), and every later category of that bucket only
   swaps its statistics in (nutpie's ``with_data``), as
   :class:`~elasticity_lib.validation.holdout.HoldoutRefitter` does. Each category still gets its
-  own convergence report. Other model kinds are built and fitted anew per category
+  own convergence report, computed on the stacked draws at once
+  (:func:`array_convergence_report`, the values of
+  :func:`~elasticity_lib.inference.convergence_report`). Other model kinds are built and fitted anew per category
   (:data:`CATEGORY_FITTERS` says how each kind is fitted; a new kind registers its own).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -66,13 +72,7 @@ from elasticity_lib.data.prepare import (
     NoPriceVariationWarning,
     prepare_data,
 )
-from elasticity_lib.inference import (
-    SAMPLING_DEFAULTS,
-    convergence_report,
-    exact_numba_arithmetic,
-    fit,
-    sampling_settings,
-)
+from elasticity_lib.inference import SAMPLING_DEFAULTS, exact_numba_arithmetic, fit, sampling_settings
 from elasticity_lib.models.builder import MIN_REGIONS, MODEL_KINDS, SPEC_PREFIX, ModelSpec, build_model, spec_attributes
 from elasticity_lib.reproducibility import sampler_seed
 from elasticity_lib.workflow import CsvFit, InputError, SalesFile, atomic_write, elasticity_table, read_sales_csv
@@ -89,6 +89,10 @@ __all__ = [
     "fit_category",
     "fit_many",
     "add_fit_many_parser",
+    "array_convergence_report",
+    "element_diagnostics",
+    "multilevel_shared_data",
+    "region_bucket",
     "run_fit_many",
     "load_parquet_category",
     "simulate_catalogue",
@@ -107,7 +111,7 @@ SUMMARY_FILE = "categories.csv"
 #: raised or its worker died; finished in an earlier run.
 STATUSES = ("ok", "unconverged", "bad_data", "error", "skipped")
 SUMMARY_COLUMNS = ["category", "status", "reason", "n_rows", "n_regions", "divergences", "max_rhat",
-                   "min_ess_bulk", "min_ess_tail", "seconds", "folder"]
+                   "min_ess_bulk", "min_ess_tail", "seconds", "cpu_seconds", "folder"]
 
 
 class FitManyConfig(BaseModel):
@@ -119,6 +123,11 @@ class FitManyConfig(BaseModel):
     divergent transitions a category may have before it counts as ``unconverged`` (the
     r_hat and ESS gates of :meth:`~elasticity_lib.inference.ConvergenceReport.ok` apply as
     well; the table's ``converged`` column is always the book's strict verdict).
+    ``region_bucket``: the multilevel model is compiled once per worker for each number of
+    regions rounded up to a multiple of it (categories with fewer regions are padded with
+    regions without rows, which add nothing to the log density; 1 compiles one model per
+    number of regions). ``reuse_compiled=False`` builds and compiles every category's
+    model anew, as ``fit`` does.
     ``seed_stream`` names the stream of sampler seeds: category ``c`` is sampled with
     ``sampler_seed(f"{seed_stream}:{c}")``, so its draws do not depend on which worker
     ran it, nor when.
@@ -136,6 +145,7 @@ class FitManyConfig(BaseModel):
     zero_sales: str = "error"
     seed_stream: str = "fit_many"
     reuse_compiled: bool = True
+    region_bucket: PositiveInt = 4
 
     @field_validator("model")
     @classmethod
@@ -185,15 +195,71 @@ def _fit_rebuilt(data: ModelData, config: FitManyConfig, seed: int) -> tuple:
     return idata, {"reused_compiled_model": False, **settings}
 
 
+def region_bucket(n_regions: int, bucket: int) -> int:
+    """How many regions the compiled model of a category with ``n_regions`` regions has.
+
+    Categories are bucketed by their number of regions rounded up to a multiple of
+    ``bucket`` (``bucket=1``: one compiled model per number of regions), so that a
+    catalogue whose categories have 7 to 16 regions compiles two models, not ten.
+    """
+    if n_regions < 1 or bucket < 1:
+        raise ValueError(f"n_regions and bucket must be positive, got {n_regions} and {bucket}")
+    return -(-int(n_regions) // int(bucket)) * int(bucket)
+
+
+def multilevel_shared_data(data: ModelData, n_regions: int | None = None) -> dict[str, np.ndarray]:
+    """The shared data of the multilevel model (marginal form) for ``data``, padded to ``n_regions`` regions.
+
+    The values to give ``with_data`` (nutpie) or :func:`pymc.set_data` of a model built with
+    ``build_model("multilevel", ..., "marginal", shared_data=True)``: the region statistics
+    ``stat_*``, the centring constants ``centre_*`` and the standardised incomes
+    ``income_std``. Padded regions have no rows: every statistic is 0, so their marginal
+    log-likelihood term (:func:`~elasticity_lib.models.likelihoods.marginal_group_loglik`) is
+    exactly 0 (``X'X = 0``, hence ``A = I`` and a zero residual) and they change nothing
+    of the posterior of the real regions; their income is set to the centre (0 on the
+    standardised scale), which only their own ``alpha_mean``/``beta_mean`` see. The
+    centring constants are those of the real regions.
+    """
+    n_real = data.n_regions
+    n = n_real if n_regions is None else int(n_regions)
+    if n < n_real:
+        raise ValueError(f"cannot pad {n_real} regions to {n}: n_regions must be at least {n_real}")
+    pad = n - n_real
+
+    def padded(values) -> np.ndarray:
+        values = np.asarray(values, dtype=float)
+        return np.concatenate([values, np.zeros(pad)]) if pad else values
+
+    k = data.centring
+    updates = {f"stat_{f}": padded(getattr(data.region_stats, f)) for f in STAT_FIELDS}
+    updates.update({f"centre_{f.name}": np.asarray(getattr(k, f.name)) for f in dataclasses.fields(Centring)})
+    updates["income_std"] = padded((np.asarray(data.income, dtype=float) - k.income) / k.income_scale)
+    return updates
+
+
+def _drop_padding(idata, regions) -> object:
+    """Keep the first ``len(regions)`` regions of every group of ``idata`` and label them ``regions``."""
+    for name in ("posterior", "sample_stats"):
+        node = idata[name].dataset
+        if "region" in node.dims:
+            node = node.isel(region=slice(0, len(regions))).assign_coords(region=list(regions))
+            idata[name] = type(idata)(node)
+    return idata
+
+
 def _fit_multilevel_reused(data: ModelData, config: FitManyConfig, seed: int) -> tuple:
-    """The multilevel model (marginal form) compiled once per number of regions, its data swapped in.
+    """The multilevel model (marginal form) compiled once per bucket of region counts, its data swapped in.
 
     The model is the one ``build_model("multilevel", data)`` builds, with the region
-    statistics, the centring constants and the standardised incomes as shared data; a later
-    category with as many regions only replaces them (nutpie's ``with_data``), exactly as
-    :class:`~elasticity_lib.validation.holdout.HoldoutRefitter` refits. The marginalised region
-    effects are drawn afterwards as :func:`~elasticity_lib.inference.fit` draws them, and the
-    result records the model's specification as ``fit`` does.
+    statistics, the centring constants and the standardised incomes as shared data. It is
+    compiled for :func:`region_bucket` regions (``config.region_bucket``); a category with
+    fewer regions is padded with regions without rows (:func:`multilevel_shared_data`),
+    which add exactly nothing to the log density, and the padded regions are dropped from
+    the draws. A later category of the same bucket only replaces the data (nutpie's
+    ``with_data``), exactly as :class:`~elasticity_lib.validation.holdout.HoldoutRefitter`
+    refits. The marginalised region effects are drawn afterwards as
+    :func:`~elasticity_lib.inference.fit` draws them, and the result records the model's
+    specification as ``fit`` does.
     """
     import nutpie
 
@@ -201,34 +267,206 @@ def _fit_multilevel_reused(data: ModelData, config: FitManyConfig, seed: int) ->
 
     if not config.reuse_compiled:
         return _fit_rebuilt(data, config, seed)
-    key = ("multilevel", data.n_regions)
+    n_model = region_bucket(data.n_regions, config.region_bucket)
+    key = ("multilevel", n_model)
     compiled = _COMPILED.get(key)
     reused = compiled is not None
     if compiled is None:
+        template = data if n_model == data.n_regions else _padded_template(data, n_model)
         with exact_numba_arithmetic(), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # PyTensor's note about BLAS
-            compiled = nutpie.compile_pymc_model(build_model("multilevel", data, "marginal", shared_data=True))
+            compiled = nutpie.compile_pymc_model(build_model("multilevel", template, "marginal", shared_data=True))
         _COMPILED[key] = compiled
-    k = data.centring
-    updates = {f"stat_{f}": np.asarray(getattr(data.region_stats, f), dtype=float) for f in STAT_FIELDS}
-    updates.update({f"centre_{f.name}": np.asarray(getattr(k, f.name)) for f in dataclasses.fields(Centring)})
-    updates["income_std"] = (data.income - k.income) / k.income_scale
     settings = _sampler(config)
     with exact_numba_arithmetic():
-        idata = nutpie.sample(compiled.with_data(**updates), cores=1, seed=int(seed), progress_bar=False,
-                              save_warmup=False, **settings)
-    # the compiled model carries the region labels of the category it was compiled on
-    regions = data.coords["region"]
-    for name in ("posterior", "sample_stats"):
-        node = idata[name].dataset
-        if "region" in node.dims:
-            idata[name] = type(idata)(node.assign_coords(region=regions))
+        idata = nutpie.sample(compiled.with_data(**multilevel_shared_data(data, n_model)), cores=1, seed=int(seed),
+                              progress_bar=False, save_warmup=False, **settings)
+    # the compiled model carries the region labels (and padding) of the category it was compiled on
+    idata = _drop_padding(idata, data.coords["region"])
     spec = ModelSpec(kind="multilevel", likelihood="marginal", data=data)
     idata = add_group_effects(idata, spec, seed=np.random.SeedSequence(seed).spawn(1)[0])
     attrs = spec_attributes(spec)
     idata.attrs.update(attrs)
     idata["posterior"].attrs.update(attrs)
-    return idata, {"reused_compiled_model": reused, "nuts_sampler": "nutpie", **settings}
+    return idata, {"reused_compiled_model": reused, "nuts_sampler": "nutpie", "model_regions": n_model, **settings}
+
+
+def _padded_template(data: ModelData, n_regions: int) -> ModelData:
+    """A copy of ``data`` with regions without rows appended, to compile a padded model on.
+
+    Only the model's shape and the region labels matter: every category's own values
+    (:func:`multilevel_shared_data`) replace these before sampling. The centring is that
+    of the real regions.
+    """
+    pad = n_regions - data.n_regions
+    updates = multilevel_shared_data(data, n_regions)
+    real = list(data.coords["region"])
+    if all(isinstance(r, str) for r in real):
+        extra = [f"padding-{i}" for i in range(pad)]
+    else:  # numeric labels: the sampler's coordinates must all be of one type
+        extra = [int(max(real)) + 1 + i for i in range(pad)]
+    labels = [*real, *extra]
+    income = np.concatenate([np.asarray(data.income, dtype=float), np.full(pad, float(data.centring.income))])
+    template = dataclasses.replace(data, coords={**data.coords, "region": labels}, income=income)
+    # frozen dataclass with cached properties: set them as cached_property would
+    object.__setattr__(template, "region_stats", type(data.region_stats)(*(updates[f"stat_{f}"] for f in STAT_FIELDS)))
+    object.__setattr__(template, "centring", data.centring)
+    return template
+
+
+def _z_scaled(x: np.ndarray) -> np.ndarray:
+    """ArviZ's rank normalisation (``_z_scale``) of each leading slice of ``x`` at once."""
+    from scipy import stats
+
+    flat = x.reshape(x.shape[0], -1)
+    ranks = stats.rankdata(flat, method="average", axis=1)
+    c = 3 / 8  # Blom's offset, as ArviZ's _backtransform_ranks
+    return stats.norm.ppf((ranks - c) / (flat.shape[1] - 2 * c + 1)).reshape(x.shape)
+
+
+def _split_rhat(z: np.ndarray) -> np.ndarray:
+    """ArviZ's ``_rhat`` of each leading slice of ``z`` (slices of shape (chains, draws))."""
+    n = z.shape[2]
+    chain_mean = z.mean(axis=2)
+    within = z.var(axis=2, ddof=1).mean(axis=1)
+    between = n * chain_mean.var(axis=1, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant elements give NaN, as in ArviZ
+        return np.sqrt((between / within + n - 1) / n)
+
+
+def _geyer_ess(rho: list[float], n_chain: int, n_draw: int) -> float:
+    """ArviZ's ``_ess`` from the autocorrelations ``rho`` (lag 0, 1, ...) of one element, step by step.
+
+    Geyer's initial positive and initial monotone sequences, exactly as
+    ``arviz_stats.base.diagnostics._DiagnosticsBase._ess`` truncates and smooths them.
+    """
+    rho_t = [0.0] * n_draw
+    rho_t[0] = even = 1.0
+    rho_t[1] = odd = rho[1]
+    t = 1
+    while t < (n_draw - 3) and (even + odd) > 0.0:
+        even, odd = rho[t + 1], rho[t + 2]
+        if (even + odd) >= 0:
+            rho_t[t + 1], rho_t[t + 2] = even, odd
+        t += 2
+    max_t = t - 2
+    if even > 0:
+        rho_t[max_t + 1] = even
+    t = 1
+    while t <= max_t - 2:
+        if (rho_t[t + 1] + rho_t[t + 2]) > (rho_t[t - 1] + rho_t[t]):
+            rho_t[t + 1] = (rho_t[t - 1] + rho_t[t]) / 2.0
+            rho_t[t + 2] = rho_t[t + 1]
+        t += 2
+    ess = n_chain * n_draw
+    tau = -1.0 + 2.0 * float(np.sum(rho_t[: max_t + 1])) + float(np.sum(rho_t[max_t + 1: max_t + 2]))
+    tau = max(tau, 1 / np.log10(ess))
+    return np.nan if np.isnan(rho_t).any() else ess / tau
+
+
+def _ess_many(a: np.ndarray) -> np.ndarray:
+    """ArviZ's ``_ess`` of each leading slice of ``a`` (slices of shape (chains, draws)), FFTs at once."""
+    from arviz_stats.base import array_stats
+
+    a = np.asarray(a, dtype=float)
+    n_el, n_chain, n_draw = a.shape
+    acov = array_stats.autocov(a, axis=2).mean(axis=1)  # mean over chains, every lag
+    mean_var = acov[:, 0] * n_draw / (n_draw - 1.0)
+    var_plus = mean_var * (n_draw - 1.0) / n_draw
+    if n_chain > 1:
+        var_plus = var_plus + a.mean(axis=2).var(axis=1, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant elements: handled below
+        rho = 1.0 - (mean_var[:, None] - acov) / var_plus[:, None]
+    constant = (a.max(axis=(1, 2)) - a.min(axis=(1, 2))) < np.finfo(float).resolution
+    return np.array([float(n_chain * n_draw) if constant[k] else _geyer_ess(rho[k].tolist(), n_chain, n_draw)
+                     for k in range(n_el)])
+
+
+def element_diagnostics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank-normalised r_hat, bulk ESS and tail ESS of each element of ``x`` (element, chain, draw).
+
+    ArviZ's definitions (``arviz_stats`` ``rhat(method="rank")``, ``ess(method="bulk")``,
+    ``ess(method="tail")`` at its default probability), computed for all elements at once:
+    one rank normalisation, one batch of FFTs for the autocovariances, then Geyer's
+    truncation per element. Elements with non-finite draws, or too few chains or draws,
+    go through ArviZ's element-wise functions (which return NaN for them).
+    """
+    from arviz_stats.base import array_stats
+    from arviz_stats.validate import validate_ci_prob
+
+    x = np.asarray(x, dtype=float)
+    n_el, n_chain, n_draw = x.shape
+    rhat = np.full(n_el, np.nan)
+    bulk = np.full(n_el, np.nan)
+    tail = np.full(n_el, np.nan)
+    prob = validate_ci_prob(None)
+    finite = np.isfinite(x).all(axis=(1, 2))
+    if n_chain >= 2 and n_draw >= 4:
+        half = n_draw // 2
+        split = np.concatenate((x[finite, :, :half], x[finite, :, -half:]), axis=1)
+        z = _z_scaled(split)
+        folded = np.abs(split - np.median(split.reshape(len(split), -1), axis=1)[:, None, None])
+        rhat[finite] = np.maximum(_split_rhat(z), _split_rhat(_z_scaled(folded)))
+        bulk[finite] = _ess_many(z)
+        flat = x[finite].reshape(len(split), -1)
+        lo, hi = sorted((prob, 1 - prob))
+        below = [x[finite] <= np.quantile(flat, q, axis=1)[:, None, None] for q in (lo, hi)]
+        tail[finite] = np.minimum(*(_ess_many(np.concatenate((b[:, :, :half], b[:, :, -half:]), axis=1))
+                                    for b in below))
+    rest = np.flatnonzero(~finite) if n_chain >= 2 and n_draw >= 4 else np.arange(n_el)
+    for k in rest:  # ArviZ's element-wise path (NaN for broken or too short chains)
+        rhat[k] = array_stats.rhat(x[k])
+        bulk[k] = array_stats.ess(x[k], method="bulk")
+        tail[k] = array_stats.ess(x[k], method="tail", prob=prob)
+    return rhat, bulk, tail
+
+
+def array_convergence_report(idata) -> object:
+    """:func:`~elasticity_lib.inference.convergence_report` computed on the stacked draws at once.
+
+    The same report, value for value: divergences, the rank-normalised split r_hat
+    (bulk and folded), bulk and tail ESS of every posterior element with ArviZ's
+    definitions, over the elements that vary across draws, the worst named as there. The
+    report of ``convergence_report`` goes through ArviZ's xarray interface once per
+    variable and diagnostic and element, and redoes the rank normalisation for r_hat and
+    bulk ESS; here every element's draws are stacked into one array and
+    :func:`element_diagnostics` computes all elements at once. For many small fits
+    (:func:`fit_many`) the report is a large share of a category's time.
+    """
+    import xarray as xr
+
+    from elasticity_lib.inference import ConvergenceReport, _worst
+
+    post = idata["posterior"].dataset
+    names = list(post.data_vars)
+    blocks, shapes = [], {}
+    for name in names:
+        da = post[name]
+        extra = [d for d in da.dims if d not in ("chain", "draw")]
+        values = np.asarray(da.transpose("chain", "draw", *extra).values, dtype=float)
+        shapes[name] = (extra, values.shape[2:])
+        blocks.append(values.reshape(values.shape[0], values.shape[1], -1))
+    x = np.moveaxis(np.concatenate(blocks, axis=2), 2, 0)  # (element, chain, draw)
+    rhat, bulk, tail = element_diagnostics(x)
+    varying = ~(x.std(axis=(1, 2)) == 0)
+
+    def dataset(flat: np.ndarray) -> xr.Dataset:
+        out, start = {}, 0
+        for name in names:
+            dims, shape = shapes[name]
+            size = int(np.prod(shape, dtype=int))
+            coords = {d: post[name][d].values for d in dims if d in post[name].coords}
+            out[name] = xr.DataArray(flat[start:start + size].reshape(shape), dims=dims, coords=coords)
+            start += size
+        return xr.Dataset(out)
+
+    mask = dataset(varying)
+    max_rhat, worst_rhat = _worst(dataset(rhat), mask, "max")
+    min_bulk, worst_bulk = _worst(dataset(bulk), mask, "min")
+    min_tail, _ = _worst(dataset(tail), mask, "min")
+    diverging = idata["sample_stats"].dataset["diverging"]
+    return ConvergenceReport(divergences=int(diverging.sum()), max_rhat=max_rhat, min_ess_bulk=min_bulk,
+                             min_ess_tail=min_tail, worst_rhat=worst_rhat, worst_ess_bulk=worst_bulk)
 
 
 #: How each model kind is fitted to one category: ``fitter(data, config, seed)`` returns the
@@ -292,7 +530,7 @@ def fit_category(category, table: pd.DataFrame | Callable[[], pd.DataFrame], out
     report_path = folder / CATEGORY_FILES["report"]
     if report_path.exists():
         return _summary_from_report(category, folder)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     # temporary files of an attempt whose worker was killed while writing
     for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
         stale.unlink(missing_ok=True)
@@ -309,7 +547,7 @@ def fit_category(category, table: pd.DataFrame | Callable[[], pd.DataFrame], out
         return row
     try:
         idata, notes = CATEGORY_FITTERS[config.model](data, config, seed)
-        report = convergence_report(idata)
+        report = array_convergence_report(idata)
         result = CsvFit(path=Path(source or str(category)), model=config.model, data=data, idata=idata,
                         table=elasticity_table(idata, data, report), report=report,
                         settings={"random_seed": int(seed), **notes},
@@ -322,9 +560,9 @@ def fit_category(category, table: pd.DataFrame | Callable[[], pd.DataFrame], out
         return row
     failed = _report_gates(report, config)
     status = "unconverged" if failed else "ok"
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     report_dict = {**result.report_dict(), "category": category, "status": status, "reason": "; ".join(failed),
-                   "max_divergences": config.max_divergences, "seconds": seconds}
+                   "max_divergences": config.max_divergences, "seconds": seconds, "cpu_seconds": cpu_seconds}
     spec = {k[len(SPEC_PREFIX):]: v for k, v in idata.attrs.items() if k.startswith(SPEC_PREFIX)}
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write({
@@ -335,7 +573,8 @@ def fit_category(category, table: pd.DataFrame | Callable[[], pd.DataFrame], out
     (folder / FAILURE_FILE).unlink(missing_ok=True)
     return _summary_row(category, folder, status, report_dict["reason"], n_rows=data.n_obs,
                         n_regions=data.n_regions, divergences=report.divergences, max_rhat=report.max_rhat,
-                        min_ess_bulk=report.min_ess_bulk, min_ess_tail=report.min_ess_tail, seconds=seconds)
+                        min_ess_bulk=report.min_ess_bulk, min_ess_tail=report.min_ess_tail, seconds=seconds,
+                        cpu_seconds=cpu_seconds)
 
 
 def _summary_from_report(category, folder: Path) -> dict:
@@ -345,7 +584,7 @@ def _summary_from_report(category, folder: Path) -> dict:
                         n_rows=report.get("n_rows"), n_regions=report.get("n_regions"),
                         divergences=report.get("divergences"), max_rhat=report.get("max_rhat"),
                         min_ess_bulk=report.get("min_ess_bulk"), min_ess_tail=report.get("min_ess_tail"),
-                        seconds=report.get("seconds"))
+                        seconds=report.get("seconds"), cpu_seconds=report.get("cpu_seconds"))
 
 
 # --------------------------------------------------------------------------------------
@@ -638,12 +877,12 @@ def fit_many(data, *, by: str = "category", out_dir: str | os.PathLike, model: s
     todo = [c for c in sources if c not in rows]
     bar = _progress(len(sources), len(rows), progress)
     owned = client is None and todo
+    futures: dict = {}
     try:
         if todo:
             client = start_client(scheduler, n_workers) if client is None else client
             from distributed import as_completed
 
-            futures = {}
             for c in todo:
                 seed = sampler_seed(f"{config.seed_stream}:{c}")
                 futures[client.submit(fit_category, c, sources[c], str(out_dir), config, seed, described,
@@ -661,10 +900,20 @@ def fit_many(data, *, by: str = "category", out_dir: str | os.PathLike, model: s
                 done += 1
                 bar.update(1)
                 bar.set_postfix(failed=failed, left=len(todo) - done, refresh=False)
+    except KeyboardInterrupt:
+        # stop handing out categories; a category being written is either renamed into
+        # place completely or left unfinished (no report), and a rerun fits it again
+        if client is not None and futures:
+            with contextlib.suppress(Exception):
+                client.cancel(list(futures))
+        raise
     finally:
         bar.close()
         if owned and client is not None:
             _close(client)
+            # the workers are gone: temporary files of a write they did not finish go too
+            for stale in out_dir.glob("*/.*.tmp"):
+                stale.unlink(missing_ok=True)
     summary = pd.DataFrame([rows[c] for c in sources if c in rows], columns=SUMMARY_COLUMNS)
     atomic_write({out_dir / SUMMARY_FILE: lambda fh: summary.to_csv(fh, index=False, float_format="%.6g")})
     return FitManyResult(summary=summary, out_dir=out_dir, source=described)
@@ -760,7 +1009,9 @@ def run_fit_many(parser, args) -> int:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted; finished categories are kept, a rerun fits the rest", file=sys.stderr)
+        done = len(list(Path(args.out).glob(f"*/{CATEGORY_FILES['report']}"))) if Path(args.out).is_dir() else 0
+        print(f"error: interrupted; the {done} finished categories in {args.out} are kept, "
+              "the same command again fits the rest", file=sys.stderr)
         return 130
     counts = result.counts()
     print(f"read {result.source}: {len(result.summary)} categories; "

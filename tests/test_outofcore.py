@@ -109,3 +109,28 @@ def test_store_in_two_regions_and_varying_income(table, tmp_path):
 def test_no_parquet_files(tmp_path):
     with pytest.raises(ValueError, match="no Parquet"):
         parquet_pieces(tmp_path)
+
+
+def test_repeated_time_step_is_named_by_file_and_row(table, tmp_path):
+    assert "time_step" in table.columns
+    shuffled, paths = write_parts(table, tmp_path)
+    dataset_stats(tmp_path, scheduler="synchronous")  # no repeated step: fine
+    # a row of the second file gets the time step of another row of its store, in the third file
+    second, third = pd.read_parquet(paths[1]), pd.read_parquet(paths[2])
+    row = 7
+    store = second.loc[row, ["region_id", "store_id"]]
+    other = third.index[(third["region_id"] == store["region_id"]) & (third["store_id"] == store["store_id"])
+                        & (third["time_step"] != second.loc[row, "time_step"])][0]
+    third.loc[other, "time_step"] = second.loc[row, "time_step"]
+    third.to_parquet(paths[2], row_group_size=50, index=False)
+    with pytest.raises(ValueError, match="has 2 rows for time step") as memory:
+        prepare_data(pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True))
+    with pytest.raises(BadRowsError) as err:
+        dataset_stats(tmp_path, scheduler="synchronous")
+    message = str(err.value)
+    assert f"column 'time_step': store {int(store['store_id'])} of region {int(store['region_id'])}" in message
+    assert f"time step {int(second.loc[row, 'time_step'])} repeated" in message and "in 2 rows" in message
+    assert f"part-1.parquet row {row}" in message and f"part-2.parquet row {other}" in message
+    assert set(zip(err.value.problems["file"].map(lambda f: f.rsplit("/", 1)[-1]), err.value.problems["row"])) == {
+        ("part-1.parquet", row), ("part-2.parquet", other)}
+    assert f"store {int(store['store_id'])} of region {int(store['region_id'])}" in str(memory.value)

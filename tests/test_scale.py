@@ -201,6 +201,20 @@ def test_reused_compiled_model_gives_the_fresh_fit(catalogue):
 
 
 @pytest.mark.slow
+def test_padded_fit_gives_the_unpadded_draws(catalogue):
+    """A category fitted in a model padded with empty regions has the draws of its own-size model."""
+    data = prepare_data(catalogue[catalogue["category"] == "cat-00003"].drop(columns="category"))
+    _COMPILED.clear()
+    plain, notes = _fit_multilevel_reused(data, FitManyConfig(**SETTINGS, region_bucket=1), seed=3)
+    assert notes["model_regions"] == data.n_regions
+    padded, notes = _fit_multilevel_reused(data, FitManyConfig(**SETTINGS, region_bucket=data.n_regions + 2), seed=3)
+    assert notes["model_regions"] == data.n_regions + 2
+    for name in ("b0", "b1", "sigma", "sigma_a", "sigma_b", "alpha_mean", "beta", "alpha"):
+        np.testing.assert_allclose(padded["posterior"][name].values, plain["posterior"][name].values, rtol=1e-8)
+    assert list(padded["posterior"]["region"].values) == list(data.coords["region"])
+
+
+@pytest.mark.slow
 def test_stop_resume_and_bad_category(client, catalogue, tmp_path):
     out = tmp_path / "out"
     bad = with_bad_prices(catalogue, "cat-00002")
@@ -260,7 +274,7 @@ def test_worker_killed_mid_run(client, catalogue, tmp_path):
     files = category_files(out)
     assert all(names == sorted(CATEGORY_FILES.values()) for names in files.values()), files
     assert not list(out.rglob("*.tmp"))
-    client.wait_for_workers(2, timeout=120)
+    client.wait_for_workers(2, timeout=300)  # a restarted worker imports PyTensor again: slow on a busy machine
 
 
 @pytest.mark.slow
@@ -279,3 +293,133 @@ def test_command_line_on_a_parquet_data_set(client, catalogue, tmp_path, capsys)
     assert report["status"] in FITTED and report["category"] == "cat-00000"
     spec = json.loads((out / "cat-00000" / CATEGORY_FILES["spec"]).read_text())
     assert spec["kind"] == "multilevel" and len(spec["regions"]) == SMALL_CONFIG.n_regions
+
+
+# ---------------------------------------------------------------- compiled models padded to a bucket
+
+
+def test_region_bucket_rounds_up():
+    from elasticity_lib.scale import region_bucket
+
+    assert [region_bucket(n, 4) for n in (1, 4, 5, 9)] == [4, 4, 8, 12]
+    assert region_bucket(9, 1) == 9
+    with pytest.raises(ValueError, match="positive"):
+        region_bucket(0, 4)
+
+
+def test_padded_model_has_the_unpadded_log_density(catalogue):
+    """Regions without rows add exactly nothing: the padded model's log density is the unpadded one's.
+
+    The padded model is compiled on one category and given another's data, as fit_many does.
+    """
+    import pymc as pm
+
+    from elasticity_lib.models import build_model
+    from elasticity_lib.scale import _padded_template, multilevel_shared_data
+
+    parts = [prepare_data(t.drop(columns="category")) for _, t in catalogue.groupby("category")]
+    first, second = parts[0], parts[1]
+    n = second.n_regions + 3
+    plain = build_model("multilevel", second, "marginal", shared_data=True)
+    padded = build_model("multilevel", _padded_template(first, n), "marginal", shared_data=True)
+    updates = multilevel_shared_data(second, n)
+    assert len(updates["stat_n"]) == n and updates["stat_n"][-3:].tolist() == [0.0, 0.0, 0.0]
+    with padded:
+        pm.set_data(updates)
+    rng = np.random.default_rng(3)
+    logp_plain, logp_padded = plain.compile_logp(), padded.compile_logp()
+    point = plain.initial_point()
+    for _ in range(5):
+        point = {k: v + rng.normal(0, 0.5, np.shape(v)) for k, v in point.items()}
+        assert logp_padded(point) == pytest.approx(logp_plain(point), rel=1e-12, abs=1e-9)
+    # a padded region that had rows would change it: the test can fail
+    updates["stat_n"][-1], updates["stat_cyy"][-1] = 3.0, 1.0
+    with padded:
+        pm.set_data(updates)
+    assert padded.compile_logp()(point) != pytest.approx(logp_plain(point), rel=1e-6)
+    with pytest.raises(ValueError, match="at least"):
+        multilevel_shared_data(second, second.n_regions - 1)
+
+
+# ---------------------------------------------------------------- diagnostics on stacked arrays
+
+
+def test_element_diagnostics_equal_arviz():
+    import arviz as az
+    import xarray as xr
+
+    from elasticity_lib.scale import element_diagnostics
+
+    rng = np.random.default_rng(4)
+    x = np.cumsum(rng.normal(size=(12, 4, 300)), axis=2) * 0.1 + rng.normal(size=(12, 4, 300))
+    x[2] = 1.5  # constant
+    x[3, 1, 7] = np.nan  # broken chain
+    x[4] = rng.integers(0, 3, size=(4, 300))  # ties
+    x[5, :2] += 3.0  # chains that disagree
+    ds = xr.Dataset({"v": (("chain", "draw", "k"), np.moveaxis(x, 0, 2))})
+    got = element_diagnostics(x)
+    want = (az.rhat(ds)["v"].values, az.ess(ds, method="bulk")["v"].values, az.ess(ds, method="tail")["v"].values)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+        np.testing.assert_allclose(g, w, rtol=1e-10)
+    assert got[0][5] > 1.1  # the disagreement shows
+
+
+def test_array_report_equals_convergence_report():
+    from arviz_base import from_dict
+
+    from elasticity_lib.inference import convergence_report
+    from elasticity_lib.scale import array_convergence_report
+
+    rng = np.random.default_rng(5)
+    draws = {"mu": rng.normal(size=(4, 200)), "theta": np.cumsum(rng.normal(size=(4, 200, 3)), axis=1),
+             "corr": np.ones((4, 200, 2))}
+    stats = {"diverging": rng.random((4, 200)) < 0.01}
+    idata = from_dict({"posterior": draws, "sample_stats": stats}, dims={"theta": ["group"], "corr": ["k"]},
+                      coords={"group": ["a", "b", "c"]})
+    assert array_convergence_report(idata) == convergence_report(idata)
+    assert "theta[" in convergence_report(idata).worst_rhat
+
+
+# ---------------------------------------------------------------- interrupting the command line
+
+
+@pytest.mark.slow
+def test_sigint_stops_the_command_line_and_a_rerun_resumes(client, tmp_path, capsys):
+    """Ctrl-C mid-run: exit status 130 with a message, finished categories kept whole, no temporary files."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from elasticity_lib.scale import FIT_MANY_EXIT
+
+    data = tmp_path / "sales"
+    simulate_catalogue(30, SMALL_CONFIG, seed=12).to_parquet(data, partition_cols=["category"], index=False)
+    out = tmp_path / "out"
+    argv = ["fit-many", str(data), "--out", str(out), "--draws", "150", "--tune", "150", "--chains", "2",
+            "--max-divergences", "1000", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "elasticity_lib", *argv, "--workers", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("*/convergence.json")):
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and 130 in FIT_MANY_EXIT
+    assert "error: interrupted; the" in err and "the same command again fits the rest" in err
+    files = category_files(out)
+    finished = {c for c, names in files.items() if CATEGORY_FILES["report"] in names}
+    assert 0 < len(finished) < 30, "the run was not stopped mid-way"
+    assert all(files[c] == sorted(CATEGORY_FILES.values()) for c in finished), files
+    assert not list(out.rglob("*.tmp"))
+    stamps = {c: (out / c / CATEGORY_FILES["report"]).stat().st_mtime_ns for c in finished}
+    # the same command again resumes: finished categories are skipped, the others fitted
+    assert cli.main([*argv, "--scheduler", client.scheduler.address]) in (0, 3)
+    summary = pd.read_csv(out / SUMMARY_FILE)
+    assert len(summary) == 30
+    status = dict(zip(summary["folder"], summary["status"]))
+    assert {status[c] for c in finished} == {"skipped"}
+    assert {s for c, s in status.items() if c not in finished} <= FITTED
+    assert {c: (out / c / CATEGORY_FILES["report"]).stat().st_mtime_ns for c in finished} == stamps

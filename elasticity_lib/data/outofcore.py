@@ -225,6 +225,48 @@ def _rows_where(ddf, mask_of, pieces, column, problem) -> pd.DataFrame:
     return _located(rows.assign(column=column, problem=problem, count=count), pieces)
 
 
+def _step_columns(pieces: list[Piece]) -> list[str]:
+    """``time_step`` (and ``item_id``) when the data set has them: the key of one store's row per step."""
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(pieces[0].file).names
+    return ["time_step", *(["item_id"] if "item_id" in names else [])] if "time_step" in names else []
+
+
+def _repeated_steps(ddf, pieces: list[Piece], step_key: list[str]):
+    """The repeated (store, time step[, item]) pairs, counted with a Dask group-by in bounded memory.
+
+    The group-by's output is as long as the data (one row per store and step), so it is
+    split over as many output partitions as the data has (``split_out``); only the pairs
+    seen more than once come back.
+    """
+    key = [*_KEYS, *step_key]
+    sizes = ddf[key].assign(one=np.int8(1)).groupby(key, dropna=False)["one"].count(split_out=ddf.npartitions)
+    return sizes[sizes > 1]
+
+
+def _raise_repeated_steps(repeated: pd.Series, ddf, pieces: list[Piece], step_key: list[str]) -> None:
+    """Name the rows of the first repeated (store, time step) pair by file and row, as prepare_data does."""
+    repeated = repeated.sort_index()
+    first = repeated.index[0]
+    values = dict(zip([*_KEYS, *step_key], first))
+    item = f" (item {_py(values['item_id'])!r})" if "item_id" in values else ""
+    more = f"; {len(repeated)} (store, time step) pairs are repeated in all" if len(repeated) > 1 else ""
+
+    def mask(d):
+        out = d[_KEYS[0]] == values[_KEYS[0]]
+        for column in [*_KEYS[1:], *step_key]:
+            out = out & (d[column] == values[column])
+        return out
+
+    found = _rows_where(ddf, mask, pieces, "time_step",
+                        f"store {_py(values['store_id'])!r} of region {_py(values['region_id'])!r}{item}: time step "
+                        f"{_py(values['time_step'])!r} repeated (a store has one row per time step; remove or merge "
+                        f"the repeats){more},")
+    found["count"] = [int(repeated.iloc[0])] + [0] * (len(found) - 1)  # the pair's rows, once
+    _raise_problems(found)
+
+
 def dataset_stats(path: str | os.PathLike, *, store_ids: str = "global", zero_sales: str = "error",
                   scheduler=None) -> DatasetStats:
     """Validate a Parquet data set in the tidy schema and compute its per-store and per-region statistics.
@@ -243,14 +285,17 @@ def dataset_stats(path: str | os.PathLike, *, store_ids: str = "global", zero_sa
     ------
     BadRowsError
         For rows with a missing id or a missing, non-numeric, infinite or non-positive price,
-        quantity or income, a store in two regions (global store ids) or a region whose income
-        differs between rows, naming the file and row of the first few of each kind.
+        quantity or income, a store in two regions (global store ids), a region whose income
+        differs between rows, or (when the data set has a ``time_step`` column) a store with
+        two rows for one time step (per ``item_id``, when there is one), naming the file and
+        row of the first few of each kind.
     """
     import dask
 
     check_option("store_ids", store_ids, STORE_IDS)
     check_option("zero_sales", zero_sales, ZERO_SALES)
-    ddf, pieces = read_parquet_rows(path, REQUIRED_COLUMNS)
+    step_key = _step_columns(parquet_pieces(path))
+    ddf, pieces = read_parquet_rows(path, [*REQUIRED_COLUMNS, *step_key])
     compute = {} if scheduler is None else {"scheduler": scheduler}
     meta_problems = _problems(ddf._meta, zero_sales)
     problems = ddf.map_partitions(_problems, zero_sales, meta=meta_problems)
@@ -258,9 +303,12 @@ def dataset_stats(path: str | os.PathLike, *, store_ids: str = "global", zero_sa
     first = rows.groupby(_KEYS).agg(n=("x", "count"), sx=("x", "sum"), sy=("y", "sum"), first=("order", "min"),
                                     income_min=("median_income", "min"), income_max=("median_income", "max"))
     zeros = ddf.map_partitions(_zero_counts).groupby(_KEYS)["zero"].sum() if zero_sales == "drop" else None
-    found, per_store, dropped = dask.compute(problems, first, zeros, **compute)
+    repeated = _repeated_steps(ddf, pieces, step_key) if step_key else None
+    found, per_store, dropped, repeated = dask.compute(problems, first, zeros, repeated, **compute)
     if len(found):
         _raise_problems(_located(found, pieces))
+    if repeated is not None and len(repeated):
+        _raise_repeated_steps(repeated, ddf, pieces, step_key)
     per_store = per_store.sort_index()
     if store_ids == "global":
         regions_per_store = per_store.reset_index().groupby("store_id")["region_id"].nunique()
