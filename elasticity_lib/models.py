@@ -33,7 +33,7 @@ Each model can be written with three likelihoods that define the same posterior:
 
 The models work on centred log price and log quantity (their means over rows) and on
 standardised income (``(income - c) / s`` with the mean ``c`` and sd ``s`` of the region
-incomes), see :class:`~elasticity_lib.prepare.Centring`. On that scale the priors
+incomes), see :class:`~elasticity_lib.data.prepare.Centring`. On that scale the priors
 (:data:`PRIORS`) mean the same thing for any data set, whatever its units, and the
 population intercept and slope are nearly uncorrelated a posteriori, which the sampler
 likes. Group deviations are defined at the mean log price. Everything is reported on the
@@ -60,8 +60,8 @@ import pytensor.tensor as pt
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
 
-from .likelihoods import group_information, marginal_group_loglik, normal_group_loglik, outer_marginal_correction
-from .prepare import STAT_FIELDS, Centring, GroupStats, ModelData
+from elasticity_lib.models.likelihoods import group_information, marginal_group_loglik, normal_group_loglik, outer_marginal_correction
+from elasticity_lib.data.prepare import STAT_FIELDS, Centring, GroupStats, ModelData
 
 __all__ = ["MODEL_KINDS", "PRODUCT_MODEL_KINDS", "MIN_REGIONS", "LIKELIHOODS", "DEFAULT_LIKELIHOOD", "ModelSpec",
            "build_model", "model_spec", "PRIORS", "SHARED_FORMS", "WEIGHTED_FORMS", "spec_attributes", "fitted_kind",
@@ -72,11 +72,11 @@ Likelihood = Literal["rows", "sufficient", "marginal"]
 
 MODEL_KINDS: tuple[str, ...] = ("baseline", "multilevel", "correlated", "store_multilevel")
 LIKELIHOODS: tuple[str, ...] = ("rows", "sufficient", "marginal")
-#: Kinds fitted to many products at once, on :class:`~elasticity_lib.products.ProductData`
-#: (see :mod:`elasticity_lib.products`); their default likelihood is ``"marginal"``.
+#: Kinds fitted to many products at once, on :class:`~elasticity_lib.models.products.ProductData`
+#: (see :mod:`elasticity_lib.models.products`); their default likelihood is ``"marginal"``.
 PRODUCT_MODEL_KINDS: tuple[str, ...] = ("multiproduct",)
 #: The fewest regions each model can be fitted to: the models that pool regions need two
-#: (see :meth:`~elasticity_lib.prepare.ModelData.require_enough_data`).
+#: (see :meth:`~elasticity_lib.data.prepare.ModelData.require_enough_data`).
 MIN_REGIONS: dict[str, int] = {"baseline": 1, "multilevel": 2, "correlated": 2, "store_multilevel": 2}
 
 #: The fast form each model uses by default (chosen by ``benchmarks/inference.py``).
@@ -98,7 +98,7 @@ SHARED_FORMS: tuple[tuple[str, str], ...] = WEIGHTED_FORMS + (("store_multilevel
 
 #: Prior hyperparameters of the book, on the scale the models work on: log quantity and
 #: log price centred at their means, income centred at its mean and divided by its sd
-#: (:class:`~elasticity_lib.prepare.Centring`). So ``a0`` and ``b0`` are the population
+#: (:class:`~elasticity_lib.data.prepare.Centring`). So ``a0`` and ``b0`` are the population
 #: intercept and elasticity at the mean income and the mean log price, ``a1`` and ``b1``
 #: their change per standard deviation of income; scales of log-scale quantities need no
 #: rescaling. Chapter 5 shows how these map to the reference notebook's priors.
@@ -232,7 +232,7 @@ def spec_attributes(spec: ModelSpec) -> dict:
     result still writes to netCDF or Zarr.
     """
     if spec.kind in PRODUCT_MODEL_KINDS:
-        from .products import product_spec_attributes
+        from elasticity_lib.models.products import product_spec_attributes
 
         return product_spec_attributes(spec)
     k = spec.data.centring
@@ -536,18 +536,19 @@ _BUILDERS = {
 
 def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None = None, *,
                 centre_income: bool = True, shared_data: bool = False, group_weights=None,
-                noise: str = "common", scale_priors: ScalePriors | dict | None = None) -> pm.Model:
+                noise: str = "common", scale_priors: ScalePriors | dict | None = None,
+                store_varying=None) -> pm.Model:
     """Build one of the book's models on prepared data.
 
     Parameters
     ----------
     kind
         One of :data:`MODEL_KINDS`, or ``"multiproduct"`` (:data:`PRODUCT_MODEL_KINDS`) on
-        data from :func:`~elasticity_lib.products.prepare_product_data`, which builds
-        :func:`~elasticity_lib.products.build_product_model` (``shared_data`` applies;
-        ``centre_income`` and ``group_weights`` do not).
+        data from :func:`~elasticity_lib.models.products.prepare_product_data`, which builds
+        :func:`~elasticity_lib.models.products.build_product_model` (``shared_data`` and
+        ``store_varying`` apply; ``centre_income`` and ``group_weights`` do not).
     data
-        Model inputs from :func:`~elasticity_lib.prepare.prepare_data`.
+        Model inputs from :func:`~elasticity_lib.data.prepare.prepare_data`.
     likelihood
         The form of the same model (see the module docstring); ``None`` takes the fast
         default of :data:`DEFAULT_LIKELIHOOD`. Use ``"rows"`` for prior and posterior
@@ -573,17 +574,22 @@ def build_model(kind: ModelKind, data: ModelData, likelihood: Likelihood | None 
         Priors of the group scales (:class:`ScalePriors` or a mapping validated into one),
         for the multilevel and store-level models; ``None`` keeps the :data:`PRIORS`
         exponentials.
+    store_varying
+        ``"multiproduct"`` only: the coefficients that vary by store (see
+        :func:`~elasticity_lib.models.products.build_product_model`); ``None``: all of them.
     """
     if not isinstance(centre_income, bool):
         raise ValueError(f"centre_income must be True or False, got {centre_income!r}")
     if kind in PRODUCT_MODEL_KINDS:
-        from .products import build_product_model
+        from elasticity_lib.models.products import build_product_model
 
         if group_weights is not None or not centre_income:
             raise ValueError(f"group_weights and centre_income=False do not apply to kind={kind!r}")
-        return build_product_model(data, likelihood, shared_data=shared_data)
+        return build_product_model(data, likelihood, shared_data=shared_data, store_varying=store_varying)
     if kind not in _BUILDERS:
         raise ValueError(f"unknown model kind {kind!r}; choose one of {list(MODEL_KINDS + PRODUCT_MODEL_KINDS)}")
+    if store_varying is not None:
+        raise ValueError(f"store_varying applies to kind='multiproduct' only, not to kind={kind!r}")
     likelihood = likelihood or DEFAULT_LIKELIHOOD[kind]
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")

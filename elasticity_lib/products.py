@@ -24,6 +24,11 @@ Which coefficients vary by store
     per product, and the batched Cholesky factorisations would cost ten times as much. Own
     elasticities, which drive a store's pricing, vary by store and with its demographics;
     the substitution pattern between products is a property of the category.
+    ``store_varying`` of :func:`build_product_model` narrows the store vector further
+    (for example to :data:`BOOK_STORE_VARYING`, intercept and own price): the other
+    coefficients keep their population mean and covariate slopes, ``μ_k + Γ_k z_s``,
+    without a store deviation. Rare promotions inform a store's lift so little that the
+    store scale of a lift is barely identified, and that scale mixes slowly.
 
 Likelihood forms (as in :mod:`elasticity_lib.models`)
     ``"marginal"`` (default): the store vectors are integrated out analytically. Given the
@@ -51,13 +56,14 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from .prepare import _check_numeric, _py, _rows, _shown, check_option, require_columns
+from elasticity_lib.data.prepare import _check_numeric, _py, _rows, _shown, check_option, require_columns
 
 __all__ = [
     "PRODUCT_COLUMNS", "PRODUCT_PRIORS", "PRODUCT_LIKELIHOODS", "MIN_STORES", "MIN_PRODUCTS", "MIN_WEEKS",
     "ProductCentring", "ProductData", "prepare_product_data", "build_product_model", "marginal_loglik",
     "store_posterior_moments", "add_store_effects", "product_spec_attributes", "elasticity_matrix",
     "population_parameters", "least_squares", "plot_elasticity_heatmap",
+    "BOOK_STORE_VARYING", "store_varying_index",
 ]
 
 #: Columns every multi-product table has; promotion and covariate columns are named by the caller.
@@ -66,6 +72,11 @@ PRODUCT_COLUMNS = ["store", "week", "product", "price", "quantity"]
 PRODUCT_LIKELIHOODS = ("marginal", "sufficient", "rows")
 #: The least data a fit needs: stores to pool, products to form a category, weeks per store.
 MIN_STORES, MIN_PRODUCTS, MIN_WEEKS = 2, 2, 3
+
+#: The store-varying coefficients of the book's simulated-category fit (chapter 15) and of
+#: its calibration study: intercepts and own-price elasticities vary by store, promotion
+#: lifts by product only (see ``store_varying`` of :func:`build_product_model`).
+BOOK_STORE_VARYING = ("intercept", "own_price")
 
 #: Prior hyperparameters, on the centred scale (log quantity minus the product's mean,
 #: log prices minus each product's mean, covariates standardised over stores).
@@ -120,7 +131,8 @@ class ProductData:
     weeks. ``rows_x`` (N, p), ``rows_y`` (N,), ``row_store`` and ``row_product`` are the
     same design row by row (the row-level model uses them). ``covariates_raw`` (S, C) holds
     each store's covariates in their units. ``unused_columns`` lists the table's other
-    columns: kept in ``table``, not used by the model.
+    columns: kept in ``table``, not used by the model. ``covariate_coefficients`` names the
+    store coefficients whose population mean the covariates shift (``None``: all of them).
     """
 
     table: pd.DataFrame
@@ -139,6 +151,7 @@ class ProductData:
     row_store: np.ndarray
     row_product: np.ndarray
     unused_columns: list
+    covariate_coefficients: list | None = None
 
     @property
     def n_stores(self) -> int:
@@ -179,6 +192,21 @@ class ProductData:
     def design_columns(self) -> list[str]:
         """Names of the columns of the design ``X`` behind the statistics."""
         return ["intercept", *[f"log_price[{p}]" for p in self.products], *self.promotions]
+
+    @property
+    def shifted_coefficients(self) -> list[str]:
+        """Names of the store coefficients the covariates shift (all of them unless restricted)."""
+        if not self.n_covariates:
+            return []
+        return list(self.coefficients if self.covariate_coefficients is None else self.covariate_coefficients)
+
+    @property
+    def covariate_selection(self) -> np.ndarray:
+        """(D_shifted, D) 0/1 matrix placing the shifted coefficients among all ``D`` store coefficients."""
+        names = self.coefficients
+        out = np.zeros((len(self.shifted_coefficients), len(names)))
+        out[np.arange(len(out)), [names.index(c) for c in self.shifted_coefficients]] = 1.0
+        return out
 
     @cached_property
     def covariates_std(self) -> np.ndarray:
@@ -334,8 +362,27 @@ def _check_enough(n_stores: int, n_products: int, weeks: pd.Series) -> None:
         raise ValueError("too little data to fit: " + "; ".join(short))
 
 
+def _check_covariate_coefficients(names, promotions: list, covariates: list) -> list | None:
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = [names]
+    names = list(names)
+    allowed = ["intercept", "own_price", *promotions]
+    if not covariates:
+        raise ValueError(f"covariate_coefficients={names} needs covariates to shift them; none are named")
+    unknown = [c for c in names if c not in allowed]
+    if unknown or not names:
+        raise ValueError(f"covariate_coefficients must name one or more store coefficients of {allowed}; "
+                         f"got {names}")
+    repeated = sorted({str(c) for c in names if names.count(c) > 1})
+    if repeated:
+        raise ValueError(f"covariate_coefficients names {repeated} more than once")
+    return [c for c in allowed if c in names]            # the model's order
+
+
 def prepare_product_data(df: pd.DataFrame, *, promotions=(), covariates=(),
-                         on_other_columns: str = "keep") -> ProductData:
+                         on_other_columns: str = "keep", covariate_coefficients=None) -> ProductData:
     """Validate a long multi-product table and compute the model's statistics.
 
     Parameters
@@ -354,6 +401,14 @@ def prepare_product_data(df: pd.DataFrame, *, promotions=(), covariates=(),
         ``"keep"`` (default): the table's other columns stay in ``ProductData.table`` and
         are listed in ``unused_columns``; ``"error"``: any column not named above is an
         error (catches a misspelt promotion or covariate).
+    covariate_coefficients
+        ``None`` (default): the covariates shift the population mean of every store
+        coefficient. A list of names among ``"intercept"``, ``"own_price"`` and the
+        promotions restricts them to those (for example ``["intercept", "own_price"]``:
+        demographics explain a store's sales level and price sensitivity, while the
+        promotion lifts vary by store around one mean per product). Each covariate then
+        adds ``K`` slopes per named coefficient instead of ``K D``; with many products and
+        few stores the other slopes are weakly informed and slow the sampler.
 
     Raises ``ValueError`` naming the rows, stores or weeks for: a missing column, an empty
     table, a missing store, week or product id, a price or quantity that is not finite
@@ -365,6 +420,7 @@ def prepare_product_data(df: pd.DataFrame, *, promotions=(), covariates=(),
     """
     check_option("on_other_columns", on_other_columns, ("keep", "error"))
     promotions, covariates = _check_names(promotions, covariates)
+    covariate_coefficients = _check_covariate_coefficients(covariate_coefficients, promotions, covariates)
     require_columns(df, PRODUCT_COLUMNS + promotions + covariates)
     other = [c for c in df.columns if c not in PRODUCT_COLUMNS + promotions + covariates]
     if other and on_other_columns == "error":
@@ -420,6 +476,7 @@ def prepare_product_data(df: pd.DataFrame, *, promotions=(), covariates=(),
         covariates_raw=cov_raw, centring=centring, stats_n=n, stats_xx=xx.reshape(S, K, p, p), stats_xy=xy,
         stats_yy=yy, rows_x=x, rows_y=y, row_store=store_codes.astype(np.int64),
         row_product=product_codes.astype(np.int64), unused_columns=other,
+        covariate_coefficients=covariate_coefficients,
     )
 
 
@@ -449,8 +506,10 @@ def marginal_loglik(xp, data_stats: dict, m, b, chol, sigma, linalg):
     PyTensor (``xp=pytensor.tensor``). ``data_stats`` holds ``n`` (S, K), ``ww`` (S, K, D,
     D), ``wx`` (S, K, D, p), ``xx`` (S, K, p, p), ``xy`` (S, K, p), ``yy`` (S, K) and
     ``sel`` (K, D); ``m`` (S, K, D) is the prior mean of the store vectors, ``b`` (K, p)
-    the shared coefficients, ``chol`` (K, D, D) the Cholesky factor of each product's
-    store covariance and ``sigma`` (K,) the residual sds.
+    the shared coefficients (or (S, K, p) when they differ by store: coefficients that do
+    not vary by store but move with the store's covariates), ``chol`` (K, D, D) the
+    Cholesky factor of each product's store covariance and ``sigma`` (K,) the residual sds.
+    ``D`` counts the store-varying coefficients only.
 
     With ``r = y - X b`` and ``e = r - W m``: ``log N(r; W m, sigma² I + W Σ Wᵀ) =
     -½ [n log 2π sigma² + log|Σ| + log|Q| + eᵀe / sigma² - uᵀ Q⁻¹ u]`` where ``Q = Σ⁻¹ +
@@ -459,10 +518,11 @@ def marginal_loglik(xp, data_stats: dict, m, b, chol, sigma, linalg):
     s = data_stats
     K = s["sel"].shape[0]
     kk = np.arange(K)[:, None]
+    b = b[None] if b.ndim == 2 else b                               # (1 or S, K, p)
     wy = s["xy"][:, kk, s["sel"]]                                   # (S, K, D)
-    wr = wy - (s["wx"] * b[None, :, None, :]).sum(-1)               # Wᵀr
-    xb = (s["xx"] * b[None, :, None, :]).sum(-1)                    # XᵀX b  (S, K, p)
-    rr = s["yy"] - 2 * (s["xy"] * b[None]).sum(-1) + (xb * b[None]).sum(-1)
+    wr = wy - (s["wx"] * b[:, :, None, :]).sum(-1)                  # Wᵀr
+    xb = (s["xx"] * b[:, :, None, :]).sum(-1)                       # XᵀX b  (S, K, p)
+    rr = s["yy"] - 2 * (s["xy"] * b).sum(-1) + (xb * b).sum(-1)
     wwm = (s["ww"] * m[:, :, None, :]).sum(-1)                      # WᵀW m
     we = wr - wwm
     ee = rr - 2 * (m * wr).sum(-1) + (m * wwm).sum(-1)
@@ -506,28 +566,80 @@ class _TensorLinalg:
         return pt.linalg.solve_triangular(lower, b, lower=True)
 
 
-def _stats(data: ProductData, shared: bool):
-    """The statistics as the model uses them: constants, or with ``shared`` ``Xᵀy, yᵀy`` as ``pm.Data``."""
+def _stats(data: ProductData, shared: bool, varying=None):
+    """The statistics as the model uses them: constants, or with ``shared`` ``Xᵀy, yᵀy`` as ``pm.Data``.
+
+    ``varying`` (positions in :attr:`ProductData.coefficients`): keep only those
+    store-varying columns in ``sel``, ``ww`` and ``wx`` (default: all).
+    """
     import pymc as pm
 
-    stats = {"n": data.stats_n, "ww": data.stats_ww, "wx": data.stats_wx, "xx": data.stats_xx,
-             "xy": data.stats_xy, "yy": data.stats_yy, "sel": data.selection}
+    v = np.arange(data.n_coefficients) if varying is None else np.asarray(varying, dtype=np.int64)
+    stats = {"n": data.stats_n, "ww": data.stats_ww[:, :, v][:, :, :, v], "wx": data.stats_wx[:, :, v],
+             "xx": data.stats_xx, "xy": data.stats_xy, "yy": data.stats_yy, "sel": data.selection[:, v]}
     if shared:
         stats["xy"] = pm.Data("stat_xy", data.stats_xy)
         stats["yy"] = pm.Data("stat_yy", data.stats_yy)
     return stats
 
 
-def build_product_model(data: ProductData, likelihood: str | None = None, *, shared_data: bool = False):
+def store_varying_index(data: ProductData, store_varying=None) -> np.ndarray:
+    """Positions in :attr:`ProductData.coefficients` of the coefficients that vary by store.
+
+    ``store_varying``: ``None`` (all of them: intercept, own price and every promotion) or
+    a list of coefficient names. Raises ``ValueError`` for an unknown or repeated name or
+    an empty list.
+    """
+    if store_varying is None:
+        return np.arange(data.n_coefficients, dtype=np.int64)
+    if isinstance(store_varying, str):
+        store_varying = [store_varying]
+    names = list(store_varying)
+    unknown = [n for n in names if n not in data.coefficients]
+    if unknown:
+        raise ValueError(f"store_varying names unknown coefficient(s) {unknown}; the coefficients are "
+                         f"{data.coefficients}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"store_varying names {repeated} more than once")
+    if not names:
+        raise ValueError(f"store_varying must name at least one of {data.coefficients}")
+    return np.array(sorted(data.coefficients.index(n) for n in names), dtype=np.int64)
+
+
+def _fixed_by_store(data: ProductData, m, b, fixed):
+    """(S, K, p) design coefficients of each store that are not store-varying: ``b`` plus ``m``'s fixed entries.
+
+    ``m`` (S, K, D) holds every coefficient's population mean at the store's covariates;
+    the coefficients at positions ``fixed`` are exactly that in every store (no store
+    deviation), so they join the shared coefficients ``b`` (K, p) in their design columns.
+    """
+    onehot = np.zeros((data.n_products, len(fixed), data.stats_xx.shape[-1]))
+    onehot[np.arange(data.n_products)[:, None], np.arange(len(fixed))[None, :], data.selection[:, fixed]] = 1.0
+    return b[None] + (m[:, :, fixed][..., None] * onehot[None]).sum(-2)
+
+
+def build_product_model(data: ProductData, likelihood: str | None = None, *, shared_data: bool = False,
+                        store_varying=None):
     """The multi-product hierarchical model (module docstring) as a PyMC model.
 
     Sampled: ``coef_mean`` (product, coefficient), the population store coefficients at
     the mean covariates; ``coef_covariate`` (product, coefficient, covariate), their change
-    per sd of each covariate; ``cross_offdiag``, the cross-price elasticities; one
+    per sd of each covariate (dimension ``covariate_coefficient`` instead of
+    ``coefficient`` when :attr:`ProductData.covariate_coefficients` restricts them); ``cross_offdiag``, the cross-price elasticities; one
     ``chol_store_<k>`` (LKJ Cholesky covariance) per product; ``sigma`` (product).
     Deterministics: ``elasticity`` (product, price_of), the population elasticity matrix
     at the mean covariates (own on the diagonal, cross off it; rows are the products whose
     sales respond); ``store_sd`` (product, coefficient) and ``store_chol``.
+
+    ``store_varying`` names the coefficients that vary by store (default ``None``: all of
+    them). The others keep their population mean and covariate slopes but get no store
+    deviation: with rare promotions, the store scale of a promotion lift is barely
+    identified and mixes slowly, while the lift itself is well measured. With a subset,
+    ``store_sd`` and ``store_chol`` have dims ``varying`` (and ``varying_``) over the named
+    coefficients instead of ``coefficient``; ``store_coef`` still has every coefficient.
+    (One store-varying coefficient gets a half-Normal sd, ``sd_store_<k>``, instead of an
+    LKJ prior.)
 
     ``shared_data`` holds ``Xᵀy`` and ``yᵀy`` as ``pm.Data`` (``stat_xy``, ``stat_yy``) so
     that a compiled model can be refitted on other quantities of the same design (marginal
@@ -537,7 +649,7 @@ def build_product_model(data: ProductData, likelihood: str | None = None, *, sha
     import pymc as pm
     import pytensor.tensor as pt
 
-    from .models import ModelSpec
+    from elasticity_lib.models.builder import ModelSpec
 
     likelihood = likelihood or "marginal"
     check_option("likelihood", likelihood, PRODUCT_LIKELIHOODS)
@@ -546,8 +658,19 @@ def build_product_model(data: ProductData, likelihood: str | None = None, *, sha
     if shared_data and likelihood != "marginal":
         raise ValueError("shared_data applies to the marginal form only")
     K, S, P, C, D = data.n_products, data.n_stores, data.n_promotions, data.n_covariates, data.n_coefficients
+    varying = store_varying_index(data, store_varying)
+    fixed = np.setdiff1d(np.arange(D), varying)
+    Dv = len(varying)
     coords = {"store": data.stores, "product": data.products, "price_of": data.products,
               "coefficient": data.coefficients, "coefficient_": data.coefficients, "covariate": data.covariates}
+    store_dims = ("coefficient", "coefficient_")
+    if len(fixed):
+        names = [data.coefficients[i] for i in varying]
+        coords.update({"varying": names, "varying_": names})
+        store_dims = ("varying", "varying_")
+    restricted = data.covariate_coefficients is not None
+    if restricted:
+        coords["covariate_coefficient"] = data.shifted_coefficients
     if likelihood == "rows":
         coords["obs"] = np.arange(data.n_obs)
     prior_mean, prior_sd, store_scale = _prior_scales(data)
@@ -557,32 +680,50 @@ def build_product_model(data: ProductData, likelihood: str | None = None, *, sha
         m = pt.broadcast_to(coef_mean[None], (S, K, D))
         if C:
             gamma = pm.Normal("coef_covariate", 0.0, PRODUCT_PRIORS["covariate_sd"],
-                              dims=("product", "coefficient", "covariate"))
+                              dims=("product", "covariate_coefficient" if restricted else "coefficient", "covariate"))
             z = pm.Data("covariate_std", data.covariates_std, dims=("store", "covariate"))
-            m = m + (gamma[None] * z[:, None, None, :]).sum(-1)
+            shift = (gamma[None] * z[:, None, None, :]).sum(-1)                          # (S, K, D or D_shifted)
+            if restricted:
+                shift = (shift[..., None] * data.covariate_selection[None, None]).sum(-2)
+            m = m + shift
         cross_free = pm.Normal("cross_offdiag", 0.0, PRODUCT_PRIORS["cross_sd"], shape=int(off.sum()))
         cross = pt.set_subtensor(pt.zeros((K, K))[off], cross_free)
         pm.Deterministic("elasticity", cross + pt.diag(coef_mean[:, 1]), dims=("product", "price_of"))
         chols, sds = [], []
         for k in range(K):
-            chol, _, sd = pm.LKJCholeskyCov(f"chol_store_{k}", n=D, eta=PRODUCT_PRIORS["lkj_eta"],
-                                            sd_dist=pm.HalfNormal.dist(store_scale, shape=D), compute_corr=True)
+            if Dv == 1:
+                sd = pm.HalfNormal(f"sd_store_{k}", store_scale[varying], shape=1)
+                chol = sd[:, None]
+            else:
+                chol, _, sd = pm.LKJCholeskyCov(f"chol_store_{k}", n=Dv, eta=PRODUCT_PRIORS["lkj_eta"],
+                                                sd_dist=pm.HalfNormal.dist(store_scale[varying], shape=Dv),
+                                                compute_corr=True)
             chols.append(chol)
             sds.append(sd)
-        chol = pm.Deterministic("store_chol", pt.stack(chols), dims=("product", "coefficient", "coefficient_"))
-        pm.Deterministic("store_sd", pt.stack(sds), dims=("product", "coefficient"))
+        chol = pm.Deterministic("store_chol", pt.stack(chols), dims=("product", *store_dims))
+        pm.Deterministic("store_sd", pt.stack(sds), dims=("product", store_dims[0]))
         sigma = pm.Exponential("sigma", PRODUCT_PRIORS["sigma_rate"], dims="product")
         b = _fixed_coefficients(cross, P, pt)
+        if len(fixed):
+            b = _fixed_by_store(data, m, b, fixed)                                   # (S, K, p)
+            m_varying = m[:, :, varying]
+        else:
+            m_varying = m
         if likelihood == "marginal":
-            ll = marginal_loglik(pt, _stats(data, shared_data), m, b, chol, sigma, _TensorLinalg)
+            ll = marginal_loglik(pt, _stats(data, shared_data, varying), m_varying, b, chol, sigma, _TensorLinalg)
             pm.Potential("loglik", ll.sum())
         else:
-            z_store = pm.Normal("z_store", 0.0, 1.0, dims=("store", "product", "coefficient"))
-            theta = pm.Deterministic("store_coef", m + (chol[None] * z_store[:, :, None, :]).sum(-1),
-                                     dims=("store", "product", "coefficient"))
+            z_store = pm.Normal("z_store", 0.0, 1.0, dims=("store", "product", store_dims[0]))
+            theta_v = m_varying + (chol[None] * z_store[:, :, None, :]).sum(-1)
+            if len(fixed):
+                theta = pm.Deterministic("store_coef", pt.set_subtensor(m[:, :, varying], theta_v),
+                                         dims=("store", "product", "coefficient"))
+            else:
+                theta = pm.Deterministic("store_coef", theta_v, dims=("store", "product", "coefficient"))
             onehot = np.zeros((K, D, 1 + K + P))
             onehot[np.arange(K)[:, None], np.arange(D)[None, :], data.selection] = 1.0
-            coef = b[None] + (theta[..., None] * onehot[None]).sum(-2)                  # (S, K, p)
+            b_cross = _fixed_coefficients(cross, P, pt)
+            coef = b_cross[None] + (theta[..., None] * onehot[None]).sum(-2)            # (S, K, p)
             if likelihood == "sufficient":
                 xb = (data.stats_xx * coef[:, :, None, :]).sum(-1)
                 rss = data.stats_yy - 2 * (data.stats_xy * coef).sum(-1) + (xb * coef).sum(-1)
@@ -607,32 +748,53 @@ def _draw_values(post, data: ProductData):
     coef_mean = arr("coef_mean", "product", "coefficient")
     m = np.broadcast_to(coef_mean[:, None], (len(coef_mean), data.n_stores, data.n_products, data.n_coefficients))
     if data.n_covariates:
-        gamma = arr("coef_covariate", "product", "coefficient", "covariate")
+        restricted = data.covariate_coefficients is not None
+        gamma = arr("coef_covariate", "product", "covariate_coefficient" if restricted else "coefficient", "covariate")
+        if restricted:
+            gamma = np.einsum("nkec,ed->nkdc", gamma, data.covariate_selection)
         m = m + np.einsum("nkdc,sc->nskd", gamma, data.covariates_std)
     cross = arr("elasticity", "product", "price_of").copy()
     idx = np.arange(data.n_products)
     cross[:, idx, idx] = 0.0
-    chol = arr("store_chol", "product", "coefficient", "coefficient_")
+    store_dims = [d for d in post["store_chol"].dims if d not in ("chain", "draw", "product")]
+    chol = arr("store_chol", "product", *store_dims)
     sigma = arr("sigma", "product")
     return m, cross, chol, sigma
 
 
-def store_posterior_moments(data: ProductData, m, cross, chol, sigma) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (S, K, D) and Cholesky factor (S, K, D, D) of the posterior *precision* of the store vectors.
+def _varying_from_posterior(post, data: ProductData) -> np.ndarray:
+    """The store-varying coefficients of a fitted model, read from the dims of its ``store_chol``."""
+    if "varying" in post["store_chol"].dims:
+        return store_varying_index(data, [str(c) for c in post["varying"].values])
+    return np.arange(data.n_coefficients, dtype=np.int64)
+
+
+def store_posterior_moments(data: ProductData, m, cross, chol, sigma, varying=None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (S, K, D) and Cholesky factor (S, K, Dv, Dv) of the posterior *precision* of the store vectors.
 
     Given the population parameters (one draw: ``m`` (S, K, D), ``cross`` (K, K) with a
-    zero diagonal, ``chol`` (K, D, D), ``sigma`` (K,)), each store vector is Normal with
+    zero diagonal, ``chol`` (K, Dv, Dv), ``sigma`` (K,)), each store vector is Normal with
     precision ``Q = Σ⁻¹ + WᵀW / sigma²`` and mean ``m + Q⁻¹ Wᵀ(r - W m) / sigma²``: the
-    conjugate update of its prior by its rows.
+    conjugate update of its prior by its rows. ``varying`` (positions of the store-varying
+    coefficients, :func:`store_varying_index`; default all, ``Dv = D``): the other
+    coefficients equal ``m`` in every store; the mean is returned for all ``D``
+    coefficients (``m`` at the fixed ones), the precision for the varying ones only.
     """
+    D = data.n_coefficients
+    v = np.arange(D) if varying is None else np.asarray(varying, dtype=np.int64)
+    fixed = np.setdiff1d(np.arange(D), v)
+    m = np.asarray(m, dtype=float)
     b = _fixed_coefficients(np.asarray(cross, dtype=float), data.n_promotions, np)
+    b = _fixed_by_store(data, m, b, fixed) if len(fixed) else b[None]
     kk = np.arange(data.n_products)[:, None]
-    wr = data.stats_xy[:, kk, data.selection] - (data.stats_wx * b[None, :, None, :]).sum(-1)
-    we = wr - np.einsum("skij,skj->ski", data.stats_ww, m)
+    ww, wx, mv = data.stats_ww[:, :, v][:, :, :, v], data.stats_wx[:, :, v], m[:, :, v]
+    wr = data.stats_xy[:, kk, data.selection[:, v]] - (wx * b[:, :, None, :]).sum(-1)
+    we = wr - np.einsum("skij,skj->ski", ww, mv)
     l_inv = np.linalg.inv(chol)
-    prec = np.einsum("kji,kjl->kil", l_inv, l_inv)[None] + data.stats_ww / (sigma**2)[None, :, None, None]
+    prec = np.einsum("kji,kjl->kil", l_inv, l_inv)[None] + ww / (sigma**2)[None, :, None, None]
     c = np.linalg.cholesky(prec)
-    mean = m + np.linalg.solve(prec, (we / (sigma**2)[None, :, None])[..., None])[..., 0]
+    mean = m.copy()
+    mean[:, :, v] = mv + np.linalg.solve(prec, (we / (sigma**2)[None, :, None])[..., None])[..., 0]
     return mean, c
 
 
@@ -643,7 +805,9 @@ def add_store_effects(idata, spec, seed=None):
     (chain, draw, store, product) to the posterior: for each draw, an exact draw from the
     Gaussian conditional of :func:`store_posterior_moments` (``mean + C⁻ᵀ ε`` with ``C``
     the Cholesky factor of the precision), so together they are draws from the joint
-    posterior.
+    posterior. Coefficients that do not vary by store (``store_varying`` of
+    :func:`build_product_model`, read from the dims of ``store_chol``) are their
+    population mean at the store's covariates.
     """
     import xarray as xr
 
@@ -651,12 +815,14 @@ def add_store_effects(idata, spec, seed=None):
     post = idata["posterior"].dataset
     n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
     m, cross, chol, sigma = _draw_values(post, data)
+    varying = _varying_from_posterior(post, data)
     rng = np.random.default_rng(seed)
     out = np.empty((len(sigma), data.n_stores, data.n_products, data.n_coefficients))
     for i in range(len(sigma)):
-        mean, c = store_posterior_moments(data, m[i], cross[i], chol[i], sigma[i])
-        eps = rng.standard_normal(mean.shape)
-        out[i] = mean + np.linalg.solve(np.swapaxes(c, -1, -2), eps[..., None])[..., 0]
+        mean, c = store_posterior_moments(data, m[i], cross[i], chol[i], sigma[i], varying)
+        eps = rng.standard_normal(c.shape[:-1])
+        out[i] = mean
+        out[i][..., varying] += np.linalg.solve(np.swapaxes(c, -1, -2), eps[..., None])[..., 0]
     out = out.reshape(n_chain, n_draw, *out.shape[1:])
     dims = ("chain", "draw", "store", "product", "coefficient")
     coords = {"chain": post["chain"].values, "draw": post["draw"].values, "store": data.stores,
@@ -668,13 +834,14 @@ def add_store_effects(idata, spec, seed=None):
 
 def product_spec_attributes(spec) -> dict:
     """The model's specification as plain attributes of a fitted result (see ``models.spec_attributes``)."""
-    from .models import SPEC_PREFIX
+    from elasticity_lib.models.builder import SPEC_PREFIX
 
     data: ProductData = spec.data
     k = data.centring
     attrs = {"kind": spec.kind, "likelihood": spec.likelihood, "n_obs": data.n_obs,
              "stores": [str(s) for s in data.stores], "products": [str(p) for p in data.products],
              "promotions": list(data.promotions), "covariates": list(data.covariates),
+             "covariate_coefficients": data.shifted_coefficients,
              "log_price_center": [float(v) for v in k.log_price],
              "log_quantity_center": [float(v) for v in k.log_quantity],
              "covariate_center": [float(v) for v in k.covariate_mean],
@@ -688,7 +855,7 @@ def elasticity_matrix(idata, prob: float = 0.94) -> pd.DataFrame:
     ``product`` is the product whose sales respond, ``price_of`` the product whose price
     changes; own elasticities are on the diagonal (at the mean covariates).
     """
-    from ._checks import check_probability, posterior_dataset
+    from elasticity_lib._checks import check_probability, posterior_dataset
 
     check_probability(prob)
     e = posterior_dataset(idata)["elasticity"].stack(sample=("chain", "draw"))
@@ -702,7 +869,7 @@ def elasticity_matrix(idata, prob: float = 0.94) -> pd.DataFrame:
 
 def population_parameters(idata) -> list[str]:
     """Names of the sampled population-level variables (what convergence checks look at)."""
-    from ._checks import posterior_dataset
+    from elasticity_lib._checks import posterior_dataset
 
     post = posterior_dataset(idata)
     names = ["coef_mean", "coef_covariate", "elasticity", "store_sd", "sigma"]
