@@ -68,9 +68,9 @@ def load(kind: str, size: str, covariates: list[str]):
     return market.table(), f"simulated: {SIZES[size]!r}, seed 2026", ["income"]
 
 
-def one_fit(data, likelihood: str, settings: dict) -> dict:
+def one_fit(data, likelihood: str, settings: dict, store_varying=None) -> dict:
     t0 = time.perf_counter()
-    model = el.build_model("multiproduct", data, likelihood)
+    model = el.build_model("multiproduct", data, likelihood, store_varying=store_varying)
     idata = el.fit(model, **settings)
     wall = time.perf_counter() - t0
     report = el.convergence_report(idata, population_parameters(idata))
@@ -87,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=list(SIZES), default="oj", help="size of the simulated category")
     parser.add_argument("--promotions", nargs="*", default=["deal", "feature"])
     parser.add_argument("--covariates", nargs="*", default=["income"], help="store covariates (orange juice)")
+    parser.add_argument("--covariates-on", nargs="*", default=None, metavar="COEFFICIENT",
+                        help="store coefficients the covariates shift (default: all; the orange-juice chapter "
+                             "uses: intercept own_price)")
+    parser.add_argument("--store-varying", nargs="*", default=None, metavar="COEFFICIENT",
+                        help="coefficients that vary by store (default: all; the orange-juice chapter uses: "
+                             "intercept own_price)")
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--tune", type=int, default=1000)
@@ -96,12 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     table, source, covariates = load(args.data, args.size, args.covariates)
-    data = prepare_product_data(table, promotions=args.promotions, covariates=covariates)
+    data = prepare_product_data(table, promotions=args.promotions, covariates=covariates,
+                                covariate_coefficients=args.covariates_on or None)
     settings = {"nuts_sampler": "numpyro", "chains": args.chains, "draws": args.draws, "tune": args.tune,
                 "random_seed": args.seed, "target_accept": el.SAMPLING_DEFAULTS["target_accept"]}
-    results = [one_fit(data, "marginal", settings)]
+    store_varying = args.store_varying or None
+    results = [one_fit(data, "marginal", settings, store_varying)]
     if not args.skip_rows:
-        results.insert(0, one_fit(data, "rows", settings))
+        results.insert(0, one_fit(data, "rows", settings, store_varying))
     cols = ["likelihood", "wall_s", "divergences", "max_rhat", "min_ess_bulk", "min_ess_tail", "gates_ok"]
     header = f"{'form':<10}{'wall s':>10}{'div':>6}{'max r_hat':>11}{'min ESS bulk':>14}{'min ESS tail':>14}  gates"
     lines = [
@@ -110,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         f"date: {utc_now()}",
         f"machine: {machine()}",
         f"data: {source}; {data.n_products} products, {data.n_stores} stores, {data.n_obs} rows; "
-        f"promotions {data.promotions}, covariates {data.covariates}",
+        f"promotions {data.promotions}, covariates {data.covariates} on {data.shifted_coefficients}; "
+        f"store-varying: {store_varying or 'all'}",
         f"settings: {settings}",
         "",
         header,

@@ -556,3 +556,77 @@ def xr_covariates(d: ProductData):
 
     return xr.DataArray(d.covariates_std, dims=("store", "covariate"), coords={"store": d.stores,
                                                                                 "covariate": d.covariates})
+# --- covariates on some store coefficients only -----------------------------------------------
+
+
+def test_covariate_coefficients_are_validated(tiny_table):
+    d = prepare(tiny_table, covariate_coefficients=["own_price", "intercept"])
+    assert d.shifted_coefficients == ["intercept", "own_price"]      # the model's order
+    assert prepare(tiny_table).shifted_coefficients == ["intercept", "own_price", *PROMOS]
+    assert prepare(tiny_table).covariate_coefficients is None
+    with pytest.raises(ValueError, match=r"covariate_coefficients must name .*'promo'"):
+        prepare(tiny_table, covariate_coefficients=["own_price", "promo"])
+    with pytest.raises(ValueError, match=r"covariate_coefficients must name"):
+        prepare(tiny_table, covariate_coefficients=[])
+    with pytest.raises(ValueError, match=r"names \['own_price'\] more than once"):
+        prepare(tiny_table, covariate_coefficients=["own_price", "own_price"])
+    with pytest.raises(ValueError, match="needs covariates"):
+        prepare_product_data(tiny_table, promotions=PROMOS, covariate_coefficients=["own_price"])
+
+
+@pytest.fixture(scope="module")
+def restricted():
+    table = simulate_products(TINY, seed=11).table()
+    codes, _ = pd.factorize(table["store"], sort=True)
+    table["distance"] = (codes * 5 % 7).astype(float)                 # a second store covariate
+    d = prepare_product_data(table, promotions=PROMOS, covariates=["income", "distance"],
+                             covariate_coefficients=["intercept", "own_price"])
+    return d, build_product_model(d)
+
+
+def _restricted_values(d, model, point) -> dict:
+    v = _population_values(model, point)
+    full = np.zeros((d.n_products, d.n_coefficients, d.n_covariates))
+    full[:, :2] = v["coef_covariate"]                                 # intercept and own price, in that order
+    return {**v, "coef_covariate": full}
+
+
+def test_restricted_covariates_shift_only_the_named_coefficients(restricted):
+    d, model = restricted
+    assert model.named_vars_to_dims["coef_covariate"] == ("product", "covariate_coefficient", "covariate")
+    assert list(model.coords["covariate_coefficient"]) == ["intercept", "own_price"]
+    assert model["coef_covariate"].eval().shape == (d.n_products, 2, 2)
+    potential = _fn(model, [model.potentials[0]])
+    rng = np.random.default_rng(21)
+    for _ in range(3):
+        point = {k: v + rng.normal(0, 0.5, np.shape(v)) for k, v in model.initial_point().items()}
+        v = _restricted_values(d, model, point)
+        assert float(potential(point)[0]) == pytest.approx(_dense_marginal(d, v), rel=1e-8)
+    rows = build_product_model(d, "rows")
+    assert rows.compile_logp(**FAST)(point | {"z_store": np.zeros((d.n_stores, d.n_products, 4))}) == pytest.approx(
+        build_product_model(d, "sufficient").compile_logp(**FAST)(
+            point | {"z_store": np.zeros((d.n_stores, d.n_products, 4))}), rel=1e-9)
+
+
+def test_restricted_covariates_exact_draws_use_the_shifted_prior_mean(restricted):
+    import xarray as xr
+
+    d, model = restricted
+    point = {k: v + 0.3 for k, v in model.initial_point().items()}
+    v = _restricted_values(d, model, point)
+    sampled = _population_values(model, point)["coef_covariate"]
+    post = {"coef_mean": (("chain", "draw", "product", "coefficient"), v["coef_mean"][None, None]),
+            "coef_covariate": (("chain", "draw", "product", "covariate_coefficient", "covariate"), sampled[None, None]),
+            "elasticity": (("chain", "draw", "product", "price_of"), v["elasticity"][None, None]),
+            "store_chol": (("chain", "draw", "product", "coefficient", "coefficient_"), v["store_chol"][None, None]),
+            "sigma": (("chain", "draw", "product"), v["sigma"][None, None])}
+    idata = add_store_effects(xr.DataTree.from_dict({"posterior": xr.Dataset(post)}), model_spec(model), seed=3)
+    assert idata["posterior"]["store_coef"].shape == (1, 1, d.n_stores, d.n_products, 4)
+    # the store vectors are drawn around the prior mean with the slopes in their places (zero on the promotions)
+    from elasticity_lib.models.products import _draw_values
+
+    m, *_ = _draw_values(idata["posterior"].dataset, d)
+    np.testing.assert_allclose(m[0], _prior_mean(d, v), rtol=1e-12, atol=1e-12)
+    assert np.ptp(m[0][..., 2:], axis=0).max() == 0.0                 # promotions: one mean for all stores
+    assert np.ptp(m[0][..., 1], axis=0).min() > 0                     # own price: shifted store by store
+    assert spec_attributes(model_spec(model))["elasticity_covariate_coefficients"] == ["intercept", "own_price"]

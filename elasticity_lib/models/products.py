@@ -131,7 +131,8 @@ class ProductData:
     weeks. ``rows_x`` (N, p), ``rows_y`` (N,), ``row_store`` and ``row_product`` are the
     same design row by row (the row-level model uses them). ``covariates_raw`` (S, C) holds
     each store's covariates in their units. ``unused_columns`` lists the table's other
-    columns: kept in ``table``, not used by the model.
+    columns: kept in ``table``, not used by the model. ``covariate_coefficients`` names the
+    store coefficients whose population mean the covariates shift (``None``: all of them).
     """
 
     table: pd.DataFrame
@@ -150,6 +151,7 @@ class ProductData:
     row_store: np.ndarray
     row_product: np.ndarray
     unused_columns: list
+    covariate_coefficients: list | None = None
 
     @property
     def n_stores(self) -> int:
@@ -190,6 +192,21 @@ class ProductData:
     def design_columns(self) -> list[str]:
         """Names of the columns of the design ``X`` behind the statistics."""
         return ["intercept", *[f"log_price[{p}]" for p in self.products], *self.promotions]
+
+    @property
+    def shifted_coefficients(self) -> list[str]:
+        """Names of the store coefficients the covariates shift (all of them unless restricted)."""
+        if not self.n_covariates:
+            return []
+        return list(self.coefficients if self.covariate_coefficients is None else self.covariate_coefficients)
+
+    @property
+    def covariate_selection(self) -> np.ndarray:
+        """(D_shifted, D) 0/1 matrix placing the shifted coefficients among all ``D`` store coefficients."""
+        names = self.coefficients
+        out = np.zeros((len(self.shifted_coefficients), len(names)))
+        out[np.arange(len(out)), [names.index(c) for c in self.shifted_coefficients]] = 1.0
+        return out
 
     @cached_property
     def covariates_std(self) -> np.ndarray:
@@ -345,8 +362,27 @@ def _check_enough(n_stores: int, n_products: int, weeks: pd.Series) -> None:
         raise ValueError("too little data to fit: " + "; ".join(short))
 
 
+def _check_covariate_coefficients(names, promotions: list, covariates: list) -> list | None:
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = [names]
+    names = list(names)
+    allowed = ["intercept", "own_price", *promotions]
+    if not covariates:
+        raise ValueError(f"covariate_coefficients={names} needs covariates to shift them; none are named")
+    unknown = [c for c in names if c not in allowed]
+    if unknown or not names:
+        raise ValueError(f"covariate_coefficients must name one or more store coefficients of {allowed}; "
+                         f"got {names}")
+    repeated = sorted({str(c) for c in names if names.count(c) > 1})
+    if repeated:
+        raise ValueError(f"covariate_coefficients names {repeated} more than once")
+    return [c for c in allowed if c in names]            # the model's order
+
+
 def prepare_product_data(df: pd.DataFrame, *, promotions=(), covariates=(),
-                         on_other_columns: str = "keep") -> ProductData:
+                         on_other_columns: str = "keep", covariate_coefficients=None) -> ProductData:
     """Validate a long multi-product table and compute the model's statistics.
 
     Parameters
@@ -365,6 +401,14 @@ def prepare_product_data(df: pd.DataFrame, *, promotions=(), covariates=(),
         ``"keep"`` (default): the table's other columns stay in ``ProductData.table`` and
         are listed in ``unused_columns``; ``"error"``: any column not named above is an
         error (catches a misspelt promotion or covariate).
+    covariate_coefficients
+        ``None`` (default): the covariates shift the population mean of every store
+        coefficient. A list of names among ``"intercept"``, ``"own_price"`` and the
+        promotions restricts them to those (for example ``["intercept", "own_price"]``:
+        demographics explain a store's sales level and price sensitivity, while the
+        promotion lifts vary by store around one mean per product). Each covariate then
+        adds ``K`` slopes per named coefficient instead of ``K D``; with many products and
+        few stores the other slopes are weakly informed and slow the sampler.
 
     Raises ``ValueError`` naming the rows, stores or weeks for: a missing column, an empty
     table, a missing store, week or product id, a price or quantity that is not finite
@@ -376,6 +420,7 @@ def prepare_product_data(df: pd.DataFrame, *, promotions=(), covariates=(),
     """
     check_option("on_other_columns", on_other_columns, ("keep", "error"))
     promotions, covariates = _check_names(promotions, covariates)
+    covariate_coefficients = _check_covariate_coefficients(covariate_coefficients, promotions, covariates)
     require_columns(df, PRODUCT_COLUMNS + promotions + covariates)
     other = [c for c in df.columns if c not in PRODUCT_COLUMNS + promotions + covariates]
     if other and on_other_columns == "error":
@@ -431,6 +476,7 @@ def prepare_product_data(df: pd.DataFrame, *, promotions=(), covariates=(),
         covariates_raw=cov_raw, centring=centring, stats_n=n, stats_xx=xx.reshape(S, K, p, p), stats_xy=xy,
         stats_yy=yy, rows_x=x, rows_y=y, row_store=store_codes.astype(np.int64),
         row_product=product_codes.astype(np.int64), unused_columns=other,
+        covariate_coefficients=covariate_coefficients,
     )
 
 
@@ -579,7 +625,8 @@ def build_product_model(data: ProductData, likelihood: str | None = None, *, sha
 
     Sampled: ``coef_mean`` (product, coefficient), the population store coefficients at
     the mean covariates; ``coef_covariate`` (product, coefficient, covariate), their change
-    per sd of each covariate; ``cross_offdiag``, the cross-price elasticities; one
+    per sd of each covariate (dimension ``covariate_coefficient`` instead of
+    ``coefficient`` when :attr:`ProductData.covariate_coefficients` restricts them); ``cross_offdiag``, the cross-price elasticities; one
     ``chol_store_<k>`` (LKJ Cholesky covariance) per product; ``sigma`` (product).
     Deterministics: ``elasticity`` (product, price_of), the population elasticity matrix
     at the mean covariates (own on the diagonal, cross off it; rows are the products whose
@@ -621,6 +668,9 @@ def build_product_model(data: ProductData, likelihood: str | None = None, *, sha
         names = [data.coefficients[i] for i in varying]
         coords.update({"varying": names, "varying_": names})
         store_dims = ("varying", "varying_")
+    restricted = data.covariate_coefficients is not None
+    if restricted:
+        coords["covariate_coefficient"] = data.shifted_coefficients
     if likelihood == "rows":
         coords["obs"] = np.arange(data.n_obs)
     prior_mean, prior_sd, store_scale = _prior_scales(data)
@@ -630,9 +680,12 @@ def build_product_model(data: ProductData, likelihood: str | None = None, *, sha
         m = pt.broadcast_to(coef_mean[None], (S, K, D))
         if C:
             gamma = pm.Normal("coef_covariate", 0.0, PRODUCT_PRIORS["covariate_sd"],
-                              dims=("product", "coefficient", "covariate"))
+                              dims=("product", "covariate_coefficient" if restricted else "coefficient", "covariate"))
             z = pm.Data("covariate_std", data.covariates_std, dims=("store", "covariate"))
-            m = m + (gamma[None] * z[:, None, None, :]).sum(-1)
+            shift = (gamma[None] * z[:, None, None, :]).sum(-1)                          # (S, K, D or D_shifted)
+            if restricted:
+                shift = (shift[..., None] * data.covariate_selection[None, None]).sum(-2)
+            m = m + shift
         cross_free = pm.Normal("cross_offdiag", 0.0, PRODUCT_PRIORS["cross_sd"], shape=int(off.sum()))
         cross = pt.set_subtensor(pt.zeros((K, K))[off], cross_free)
         pm.Deterministic("elasticity", cross + pt.diag(coef_mean[:, 1]), dims=("product", "price_of"))
@@ -695,7 +748,10 @@ def _draw_values(post, data: ProductData):
     coef_mean = arr("coef_mean", "product", "coefficient")
     m = np.broadcast_to(coef_mean[:, None], (len(coef_mean), data.n_stores, data.n_products, data.n_coefficients))
     if data.n_covariates:
-        gamma = arr("coef_covariate", "product", "coefficient", "covariate")
+        restricted = data.covariate_coefficients is not None
+        gamma = arr("coef_covariate", "product", "covariate_coefficient" if restricted else "coefficient", "covariate")
+        if restricted:
+            gamma = np.einsum("nkec,ed->nkdc", gamma, data.covariate_selection)
         m = m + np.einsum("nkdc,sc->nskd", gamma, data.covariates_std)
     cross = arr("elasticity", "product", "price_of").copy()
     idx = np.arange(data.n_products)
@@ -785,6 +841,7 @@ def product_spec_attributes(spec) -> dict:
     attrs = {"kind": spec.kind, "likelihood": spec.likelihood, "n_obs": data.n_obs,
              "stores": [str(s) for s in data.stores], "products": [str(p) for p in data.products],
              "promotions": list(data.promotions), "covariates": list(data.covariates),
+             "covariate_coefficients": data.shifted_coefficients,
              "log_price_center": [float(v) for v in k.log_price],
              "log_quantity_center": [float(v) for v in k.log_quantity],
              "covariate_center": [float(v) for v in k.covariate_mean],
