@@ -37,3 +37,20 @@ def check_prices(prices, name: str = "prices", ndim: int = 1) -> np.ndarray:
     if prices.ndim != ndim or prices.size == 0 or not np.all(np.isfinite(prices)) or np.any(prices <= 0):
         raise ValueError(f"{name} must be a non-empty {ndim}-d array of finite, strictly positive prices")
     return prices
+
+
+def lazy_submodules(package: str, names: set[str]):
+    """A module ``__getattr__`` that imports the submodules ``names`` of ``package`` on first use.
+
+    The subpackages (``data``, ``models``, ``plots``, ``validation``) use it so that
+    ``elasticity_lib.data.cigar`` works after ``import elasticity_lib`` without importing
+    every module (and its dependencies, such as Dask or Graphviz) up front.
+    """
+    from importlib import import_module
+
+    def __getattr__(name: str):
+        if name in names:
+            return import_module(f".{name}", package)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

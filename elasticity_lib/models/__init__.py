@@ -12,10 +12,10 @@
 are imported on first use.
 """
 
-from importlib import import_module
-
+from elasticity_lib._checks import lazy_submodules
 from elasticity_lib.models.builder import (
     DEFAULT_LIKELIHOOD,
+    INSTRUMENT_MODEL_KINDS,
     LIKELIHOODS,
     MIN_REGIONS,
     MODEL_KINDS,
@@ -43,12 +43,8 @@ from elasticity_lib.models.builder import (
     to_original_covariance,
 )
 
-__all__ = ['DEFAULT_LIKELIHOOD', 'ExponentialPrior', 'HalfNormalPrior', 'LIKELIHOODS', 'Likelihood', 'MIN_REGIONS', 'MODEL_KINDS', 'ModelKind', 'ModelSpec', 'NOISE_MODELS', 'PRIORS', 'PRODUCT_MODEL_KINDS', 'REFERENCE_PRIORS', 'SCALE_PRIOR_DEFAULTS', 'SHARED_FORMS', 'SPEC_PREFIX', 'ScalePrior', 'ScalePriors', 'WEIGHTED_FORMS', 'build_model', 'fitted_kind', 'model_spec', 'recorded', 'region_cholesky', 'spec_attributes', 'to_original_covariance']
+__all__ = ['DEFAULT_LIKELIHOOD', 'ExponentialPrior', 'HalfNormalPrior', 'INSTRUMENT_MODEL_KINDS', 'LIKELIHOODS', 'Likelihood', 'MIN_REGIONS', 'MODEL_KINDS', 'ModelKind', 'ModelSpec', 'NOISE_MODELS', 'PRIORS', 'PRODUCT_MODEL_KINDS', 'REFERENCE_PRIORS', 'SCALE_PRIOR_DEFAULTS', 'SHARED_FORMS', 'SPEC_PREFIX', 'ScalePrior', 'ScalePriors', 'WEIGHTED_FORMS', 'build_model', 'fitted_kind', 'model_spec', 'recorded', 'region_cholesky', 'spec_attributes', 'to_original_covariance']
 
 _SUBMODULES = {'likelihoods', 'builder', 'products', 'instruments'}
 
-
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        return import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_submodules(__name__, _SUBMODULES)

@@ -8,12 +8,8 @@
 Submodules are imported on first use.
 """
 
-from importlib import import_module
+from elasticity_lib._checks import lazy_submodules
 
 _SUBMODULES = {'recovery', 'holdout', 'calibration'}
 
-
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        return import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_submodules(__name__, _SUBMODULES)
