@@ -29,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from environment import machine, utc_now
 
 from elasticity_lib.data.prepare import prepare_data
