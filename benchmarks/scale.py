@@ -256,6 +256,7 @@ STORE_CONFIGS = {
     "nutpie-2x2000": ("marginal", {"chains": 2, "draws": 2000}),
     "nutpie-2x500-tune500": ("marginal", {"chains": 2, "draws": 500, "tune": 500}),
     "nutpie-2x300-tune300": ("marginal", {"chains": 2, "draws": 300, "tune": 300}),
+    "nutpie-2x1000-tune500": ("marginal", {"chains": 2, "draws": 1000, "tune": 500}),
     "numpyro-4x1000": ("marginal", {"nuts_sampler": "numpyro"}),
     "numpyro-2x500-tune500": ("marginal", {"nuts_sampler": "numpyro", "chains": 2, "draws": 500, "tune": 500}),
     "noncentred-nutpie": ("sufficient", {"nuts_sampler": "nutpie"}),
