@@ -399,8 +399,11 @@ def test_sigint_stops_the_command_line_and_a_rerun_resumes(client, tmp_path, cap
     argv = ["fit-many", str(data), "--out", str(out), "--draws", "150", "--tune", "150", "--chains", "2",
             "--max-divergences", "1000", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # a shell that starts a job in the background (CI scripts, nohup ... &) makes it ignore SIGINT,
+    # and Python then keeps ignoring it; a terminal's Ctrl-C reaches a process that does not
     proc = subprocess.Popen([sys.executable, "-m", "elasticity_lib", *argv, "--workers", "2"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("*/convergence.json")):
         time.sleep(0.02)
