@@ -60,6 +60,25 @@ STUDIES: dict[str, dict] = {
 }
 
 
+
+def study_results(result, wall: float) -> dict:
+    """The fields every SBC study's JSON shares: settings, timings, divergences, coverage and rank p-values."""
+    cov, cov_each = coverage_table(result.ranks), coverage_table(result.ranks, by="parameter")
+    pvalues = {p: rank_uniformity_pvalue(g["rank"].to_numpy(), result.n_ranked)
+               for p, g in result.ranks.groupby("parameter", sort=False)}
+    return {
+        "settings": result.settings,
+        "compile_seconds": round(result.compile_seconds, 2),
+        "seconds_per_market": {"mean": round(float(result.fits["seconds"].mean()), 3),
+                               "median": round(float(result.fits["seconds"].median()), 3)},
+        "wall_seconds": round(wall, 1),
+        "divergences": {"total": int(result.fits["divergences"].sum()),
+                        "markets_with_any": int((result.fits["divergences"] > 0).sum())},
+        "coverage": json.loads(cov.reset_index().to_json(orient="records")),
+        "coverage_by_parameter": json.loads(cov_each.reset_index().to_json(orient="records")),
+        "rank_uniformity_pvalues": pvalues,
+    }
+
 def study(kind: str, n_markets: int | None, seed: int, cores: int, out: Path) -> bool:
     """Run one kind's study, write its four files and print its summary; True if 94% coverage is within 3 points."""
     settings = dict(STUDIES[kind])
@@ -94,16 +113,7 @@ def study(kind: str, n_markets: int | None, seed: int, cores: int, out: Path) ->
         "machine": machine(),
         "load_average_at_end": load_average(),
         "design": "simulate_market(seed=REFERENCE_SEED): stores, regions, prices and incomes held fixed",
-        "settings": result.settings,
-        "compile_seconds": round(result.compile_seconds, 2),
-        "seconds_per_market": {"mean": round(float(result.fits["seconds"].mean()), 3),
-                               "median": round(float(result.fits["seconds"].median()), 3)},
-        "wall_seconds": round(wall, 1),
-        "divergences": {"total": int(result.fits["divergences"].sum()),
-                        "markets_with_any": int((result.fits["divergences"] > 0).sum())},
-        "coverage": json.loads(cov.reset_index().to_json(orient="records")),
-        "coverage_by_parameter": json.loads(cov_each.reset_index().to_json(orient="records")),
-        "rank_uniformity_pvalues": pvalues,
+        **study_results(result, wall),
     }
     (out / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from calibration import study_results
 from environment import machine, utc_now
 
 from elasticity_lib.data.prepare import prepare_data
@@ -76,16 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "design": "simulate_priced_market(CHAPTER_SETTING, seed=CHAPTER_SEED): stores, regions, incomes, "
                   "cost shifter, promotions and seasons held fixed",
-        "settings": result.settings,
-        "compile_seconds": round(result.compile_seconds, 2),
-        "seconds_per_market": {"mean": round(float(result.fits["seconds"].mean()), 3),
-                               "median": round(float(result.fits["seconds"].median()), 3)},
-        "wall_seconds": round(wall, 1),
-        "divergences": {"total": int(result.fits["divergences"].sum()),
-                        "markets_with_any": int((result.fits["divergences"] > 0).sum())},
-        "coverage": json.loads(cov.reset_index().to_json(orient="records")),
-        "coverage_by_parameter": json.loads(cov_each.reset_index().to_json(orient="records")),
-        "rank_uniformity_pvalues": pvalues,
+        **study_results(result, wall),
     }
     (args.out / "iv_calibration.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
